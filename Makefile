@@ -1,0 +1,49 @@
+# Two commands do all the set-up: `make lab` and `make test`.
+# Both create .venv when it is missing and install the package with its extras,
+# using uv when it is on the PATH (faster) and pip otherwise.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+UV     := $(shell command -v uv 2>/dev/null)
+EXTRAS := lab,test,dev
+PORT   ?= 8888
+
+.PHONY: setup lab test notebooks bench serve lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10 or newer is needed (found " + sys.version.split()[0] + ")")'
+ifdef UV
+	@test -x $(BIN)/python || uv venv --python $(PYTHON) $(VENV)
+	uv pip install --python $(BIN)/python -c requirements/constraints.txt -e ".[$(EXTRAS)]"
+else
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements/constraints.txt -e ".[$(EXTRAS)]"
+endif
+	@touch $(STAMP)
+
+lab: setup
+	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.port=$(PORT) \
+		--ServerApp.root_dir=notebooks notebooks/00_start_here.ipynb
+
+test: setup
+	$(BIN)/python -m pytest
+
+notebooks: setup
+	$(BIN)/python -m labsupport.workbook run notebooks
+
+bench: setup
+	$(BIN)/python -m benchmarks
+
+serve: setup
+	$(BIN)/python -m labsupport serve --demo
+
+lint: setup
+	$(BIN)/ruff check labsupport tests benchmarks
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,25 @@
+"""Self-checks for the workbook's exercises: one sentence of help when an answer is off.
+
+Each topic has its own module (``labsupport.checks.svd``...). A check prints a
+short confirmation when the answer is right and raises :class:`CheckFailed`
+with a hint (what was expected, what to look at) when it is not.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CheckFailed", "passed", "require"]
+
+
+class CheckFailed(AssertionError):
+    """An exercise answer is not right yet; the message says what to look at."""
+
+
+def require(condition: bool, hint: str) -> None:
+    """Raise :class:`CheckFailed` with ``hint`` unless ``condition`` holds."""
+    if not condition:
+        raise CheckFailed(hint)
+
+
+def passed(message: str) -> None:
+    """Print the confirmation a student sees when a check passes."""
+    print(f"\u2714 {message}")

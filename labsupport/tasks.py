@@ -1,0 +1,413 @@
+"""The rebuild service: a task registry, its state machine and the current model.
+
+A rebuild moves through ``queued -> running -> complete | failed``; a task that
+was queued or running when the service shut down (or crashed) becomes
+``interrupted``. Final states never change again.
+
+Three rules keep readers safe while a rebuild runs:
+
+* The new model replaces the old one in a single reference assignment, so a
+  reader sees the old model or the new one, never half of each. (The seed
+  cleared a shared dict and refilled it: a reader in between saw nothing.)
+* A build that raises marks its task ``failed`` and leaves the previous model
+  serving.
+* The build runs on its own daemon thread, never on the event loop, and only
+  one build runs at a time. Asking for a rebuild while one is already queued
+  returns that queued task (coalescing), so at most one build runs and one
+  waits, however often clients ask.
+
+All times are Unix timestamps in seconds (``time.time()``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import itertools
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from labsupport.recommender import Model, build_model
+from labsupport.store import Store
+
+__all__ = [
+    "FINAL_STATES",
+    "RebuildService",
+    "ServiceClosedError",
+    "Task",
+    "TaskStatus",
+    "counter_ids",
+]
+
+logger = logging.getLogger("labsupport.tasks")
+
+
+class TaskStatus(str, enum.Enum):
+    """Where a rebuild task is in its life."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETE = "complete"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+FINAL_STATES = frozenset({TaskStatus.COMPLETE, TaskStatus.FAILED, TaskStatus.INTERRUPTED})
+
+
+@dataclass(frozen=True)
+class Task:
+    """An immutable snapshot of one rebuild task.
+
+    The service replaces the snapshot on every change, so a reader can never
+    see a status and a timestamp from two different moments.
+    """
+
+    task_id: str
+    status: TaskStatus
+    queued_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    progress: float = 0.0
+    error: str | None = None
+    idempotency_key: str | None = None
+    model_version: int | None = None
+
+    @property
+    def done(self) -> bool:
+        """Whether the task is in a final state."""
+        return self.status in FINAL_STATES
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-able dict (the shape stored and served by the API)."""
+        data = dataclasses.asdict(self)
+        data["status"] = self.status.value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Task:
+        """Rebuild a task from :meth:`to_dict` output (unknown keys ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        fields = {k: v for k, v in data.items() if k in names}
+        fields["status"] = TaskStatus(fields["status"])
+        return cls(**fields)
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><th style='text-align:left'>{k}</th><td>{v}</td></tr>"
+            for k, v in self.to_dict().items()
+            if v is not None
+        )
+        return f"<table>{rows}</table>"
+
+
+class Builder(Protocol):
+    """What :class:`RebuildService` calls to build a model."""
+
+    def __call__(
+        self, ratings: Any, *, version: int, progress: Callable[[float], None]
+    ) -> Model: ...
+
+
+class ServiceClosedError(RuntimeError):
+    """Raised by :meth:`RebuildService.request` once shutdown has begun."""
+
+
+def counter_ids(prefix: str = "task-") -> Callable[[], str]:
+    """Return a factory of readable, deterministic task ids: ``task-1``, ``task-2``...
+
+    Notebooks use it so printed ids are the same on every run; the default
+    factory makes random UUIDs, which is what a real service wants.
+    """
+    counter = itertools.count(1)
+    return lambda: f"{prefix}{next(counter)}"
+
+
+def _uuid_id() -> str:
+    return str(uuid.uuid4())
+
+
+class RebuildService:
+    """Own the current model and the rebuild tasks that replace it.
+
+    Args:
+        store: where ratings are read from and task records are kept. With a
+            SQLite store the task table survives a restart; tasks that were
+            queued or running in the previous process come back
+            ``interrupted``.
+        build: the model builder; defaults to
+            :func:`labsupport.recommender.build_model` with ``build_options``.
+        build_options: keyword arguments for the default builder (``rank``...).
+        build_delay: extra seconds each build takes, spent in small steps
+            that advance ``progress``. A teaching knob: it makes the
+            ``running`` state long enough to see on a small catalogue.
+        idempotency_ttl: how long an ``Idempotency-Key`` keeps returning the
+            same task, in seconds.
+        task_id_factory: makes task ids; random UUIDs by default.
+        clock: the time source (``time.time``).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        build: Builder | None = None,
+        build_options: Mapping[str, Any] | None = None,
+        build_delay: float = 0.0,
+        idempotency_ttl: float = 24 * 3600.0,
+        task_id_factory: Callable[[], str] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self._options = dict(build_options or {})
+        self._build: Builder = build or self._default_build
+        self.build_delay = build_delay
+        self.idempotency_ttl = idempotency_ttl
+        self._new_id = task_id_factory or _uuid_id
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._build_lock = threading.Lock()
+        self._tasks: dict[str, Task] = {}
+        self._keys: dict[str, str] = {}
+        self._model: Model | None = None
+        self._model_ratings_version = 0
+        self._accepting = True
+        self._restore()
+
+    # -- reading -----------------------------------------------------------
+
+    @property
+    def model(self) -> Model | None:
+        """The model currently serving (``None`` before the first build)."""
+        return self._model
+
+    @property
+    def accepting(self) -> bool:
+        """Whether new rebuilds are accepted (false once shutdown has begun)."""
+        return self._accepting
+
+    def get(self, task_id: str) -> Task | None:
+        """Return the latest snapshot of a task, or ``None`` if unknown."""
+        with self._lock:
+            return self._tasks.get(task_id)
+
+    def tasks(self) -> list[Task]:
+        """Return every known task, oldest first."""
+        with self._lock:
+            return list(self._tasks.values())
+
+    def ratings_since_build(self) -> int:
+        """Return how many rating writes happened since the serving model's build."""
+        return max(0, self.store.ratings_version() - self._model_ratings_version)
+
+    # -- asking for a rebuild --------------------------------------------
+
+    def request(self, idempotency_key: str | None = None) -> tuple[Task, bool]:
+        """Ask for a rebuild; return the task that will do it and whether it is new.
+
+        A key seen within ``idempotency_ttl`` returns the task it created,
+        whatever that task's state. Without a key (or with a new one), a task
+        that is still queued is returned instead of stacking a second one.
+        Only a new task (``True``) needs :meth:`start` to be called.
+
+        Raises:
+            ServiceClosedError: shutdown has begun; ask again after a restart.
+        """
+        with self._lock:
+            if not self._accepting:
+                msg = "the service is shutting down and accepts no new rebuilds"
+                raise ServiceClosedError(msg)
+            now = self._clock()
+            if idempotency_key is not None:
+                known = self._keys.get(idempotency_key)
+                if known is not None and now - self._tasks[known].queued_at < self.idempotency_ttl:
+                    return self._tasks[known], False
+            waiting = next(
+                (t for t in self._tasks.values() if t.status is TaskStatus.QUEUED), None
+            )
+            if waiting is not None:
+                if idempotency_key is not None:
+                    self._keys[idempotency_key] = waiting.task_id
+                return waiting, False
+            task = Task(self._new_id(), TaskStatus.QUEUED, now, idempotency_key=idempotency_key)
+            if idempotency_key is not None:
+                self._keys[idempotency_key] = task.task_id
+            self._save(task)
+            return task, True
+
+    def start(self, task_id: str) -> threading.Thread:
+        """Start a queued task's build on a worker thread and return at once.
+
+        This is what the API hands to FastAPI's ``BackgroundTasks``, so it
+        runs after the 202 response has gone out. The numpy work runs on a
+        daemon thread owned by this service, never on the event loop, and a
+        slow build can neither delay the server's shutdown nor keep the
+        process alive at exit (:meth:`shutdown` decides what becomes of it).
+
+        Returns:
+            The worker thread (join it to wait; or use :meth:`wait`).
+        """
+        worker = threading.Thread(
+            target=self._execute, args=(task_id,), name=f"rebuild-{task_id}", daemon=True
+        )
+        worker.start()
+        return worker
+
+    def rebuild_now(self) -> Task:
+        """Request a rebuild and run it in the calling thread; return the final task.
+
+        Useful in scripts, tests and notebook cells that simply want a fresh
+        model. A server must not call this from a request handler.
+        """
+        task, created = self.request()
+        if created:
+            self._execute(task.task_id)
+        else:
+            self.wait(task.task_id)
+        final = self.get(task.task_id)
+        assert final is not None
+        return final
+
+    def wait(self, task_id: str, timeout: float | None = None) -> Task:
+        """Block until a task reaches a final state (or ``timeout`` seconds pass)."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._tasks[task_id].done, timeout)
+            return self._tasks[task_id]
+
+    # -- shutting down -----------------------------------------------------
+
+    def shutdown(self, grace: float = 5.0) -> list[Task]:
+        """Refuse new rebuilds, wait up to ``grace`` seconds, interrupt the rest.
+
+        Returns:
+            The tasks marked ``interrupted``. A build still running finishes
+            on its daemon thread (or dies with the process) and is discarded:
+            a final state is never overwritten.
+        """
+        with self._changed:
+            self._accepting = False
+            self._changed.notify_all()
+            self._changed.wait_for(
+                lambda: all(t.status is not TaskStatus.RUNNING for t in self._tasks.values()),
+                grace,
+            )
+            interrupted = []
+            for task in list(self._tasks.values()):
+                if not task.done:
+                    interrupted.append(
+                        self._update(
+                            task,
+                            status=TaskStatus.INTERRUPTED,
+                            finished_at=self._clock(),
+                            error="the service shut down before this rebuild finished",
+                        )
+                    )
+        if interrupted:
+            logger.warning("interrupted %d unfinished rebuild(s) at shutdown", len(interrupted))
+        return interrupted
+
+    # -- internals -----------------------------------------------------------
+
+    def _default_build(
+        self, ratings: Any, *, version: int, progress: Callable[[float], None]
+    ) -> Model:
+        return build_model(ratings, version=version, progress=progress, **self._options)
+
+    def _execute(self, task_id: str) -> None:
+        with self._build_lock:  # one build at a time; a second one waits queued
+            with self._lock:
+                task = self._tasks[task_id]
+                if task.status is not TaskStatus.QUEUED or not self._accepting:
+                    return
+                self._update(task, status=TaskStatus.RUNNING, started_at=self._clock())
+            try:
+                ratings_version = self.store.ratings_version()
+                ratings = self.store.rating_arrays()
+                self._pause(task_id)
+                version = (self._model.version if self._model else 0) + 1
+                model = self._build(
+                    ratings, version=version, progress=lambda f: self._progress(task_id, 0.5 + f / 2)
+                )
+            except Exception as exc:  # any build failure is reported, not raised
+                logger.exception("rebuild %s failed", task_id)
+                self._finish(task_id, error=f"{type(exc).__name__}: {exc}")
+                return
+            self._finish(task_id, model=model, ratings_version=ratings_version)
+
+    def _pause(self, task_id: str, steps: int = 10) -> None:
+        """Spend ``build_delay`` seconds (the teaching knob), moving progress to 0.5."""
+        if self.build_delay <= 0:
+            return
+        for i in range(1, steps + 1):
+            time.sleep(self.build_delay / steps)
+            self._progress(task_id, 0.5 * i / steps)
+
+    def _progress(self, task_id: str, fraction: float) -> None:
+        with self._lock:
+            task = self._tasks[task_id]
+            if task.status is TaskStatus.RUNNING and fraction > task.progress:
+                # progress is not persisted: it only matters while the process lives
+                self._tasks[task_id] = dataclasses.replace(task, progress=min(fraction, 1.0))
+
+    def _finish(
+        self,
+        task_id: str,
+        *,
+        model: Model | None = None,
+        ratings_version: int = 0,
+        error: str | None = None,
+    ) -> None:
+        with self._changed:
+            task = self._tasks[task_id]
+            if task.done:  # interrupted by shutdown meanwhile: keep the final state
+                return
+            if model is not None:
+                self._model = model  # the one reference swap readers rely on
+                self._model_ratings_version = ratings_version
+                self._update(
+                    task,
+                    status=TaskStatus.COMPLETE,
+                    finished_at=self._clock(),
+                    progress=1.0,
+                    model_version=model.version,
+                )
+            else:
+                self._update(
+                    task, status=TaskStatus.FAILED, finished_at=self._clock(), error=error
+                )
+
+    def _update(self, task: Task, **changes: Any) -> Task:
+        new = dataclasses.replace(task, **changes)
+        self._save(new)
+        return new
+
+    def _save(self, task: Task) -> None:
+        with self._changed:
+            self._tasks[task.task_id] = task
+            self.store.save_task(task.to_dict())
+            self._changed.notify_all()
+
+    def _restore(self) -> None:
+        """Load persisted tasks; anything left unfinished by a dead process is interrupted."""
+        for data in self.store.load_tasks():
+            task = Task.from_dict(data)
+            if not task.done:
+                task = dataclasses.replace(
+                    task,
+                    status=TaskStatus.INTERRUPTED,
+                    finished_at=task.finished_at or self._clock(),
+                    error="the service stopped before this rebuild finished",
+                )
+                self.store.save_task(task.to_dict())
+            self._tasks[task.task_id] = task
+            if task.idempotency_key is not None:
+                self._keys[task.idempotency_key] = task.task_id

@@ -1,0 +1,220 @@
+"""Notebook tooling: regenerate outputs, make the student edition, replay "Run All".
+
+Command line::
+
+    python -m labsupport.workbook run notebooks/            # re-execute in place (make notebooks)
+    python -m labsupport.workbook student-edition OUT/      # solutions replaced by stubs
+    python -m labsupport.workbook run-all notebooks/X.ipynb # replay JupyterLab's Run All
+
+Solutions sit in the cell right after their exercise, tagged ``solution``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import queue
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "SOLUTION_STUB",
+    "CellReply",
+    "execute_notebook",
+    "notebook_parameters",
+    "notebook_paths",
+    "replay_run_all",
+    "student_edition",
+]
+
+SOLUTION_STUB = "# Your solution here: write it, run it, then run the check cell above.\n"
+"""What a solution cell holds in the student edition."""
+
+KERNEL_NAME = "python3"
+
+
+def notebook_paths(folder: str | Path) -> list[Path]:
+    """Return the workbook's notebooks in teaching order (``NN_name.ipynb``)."""
+    return sorted(p for p in Path(folder).glob("[0-9][0-9]_*.ipynb"))
+
+
+def _tags(cell: Any) -> list[str]:
+    return list(cell.get("metadata", {}).get("tags", []))
+
+
+def notebook_parameters(path: str | Path) -> dict[str, Any]:
+    """Return the values set by a notebook's cell tagged ``parameters``.
+
+    Tests use it to recompute a notebook's key results with the notebook's
+    own sizes and seeds, so a regression explains itself.
+
+    Raises:
+        LookupError: the notebook has no ``parameters`` cell.
+    """
+    import nbformat
+
+    nb = nbformat.read(Path(path), as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "parameters" in _tags(cell):
+            namespace: dict[str, Any] = {}
+            exec(cell.source, namespace)  # the notebook's own, trusted, parameters
+            return {k: v for k, v in namespace.items() if not k.startswith("__")}
+    msg = f"{path} has no cell tagged 'parameters'"
+    raise LookupError(msg)
+
+
+def execute_notebook(path: str | Path, *, timeout: int = 120) -> None:
+    """Run a notebook top to bottom in a fresh kernel and save it with its outputs.
+
+    Cells tagged ``raises-exception`` may fail; any other error stops the run
+    and raises, leaving the file untouched. Volatile metadata (timings,
+    widget state) is dropped so that diffs show only real changes.
+
+    Raises:
+        nbclient.exceptions.CellExecutionError: a cell failed unexpectedly.
+    """
+    import nbformat
+    from nbclient import NotebookClient
+
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name=KERNEL_NAME,
+        resources={"metadata": {"path": str(path.parent)}},
+        record_timing=False,
+    )
+    client.execute()
+    nb.metadata.pop("widgets", None)
+    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": KERNEL_NAME}
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+    nbformat.write(nb, path)
+
+
+def student_edition(source: str | Path, out: str | Path) -> list[Path]:
+    """Write copies of the workbook with every ``solution`` cell replaced by a stub.
+
+    The stub cells keep their tag, lose their outputs and execution counts,
+    and are no longer collapsed. Other cells keep their outputs.
+
+    Returns:
+        The notebooks written.
+    """
+    import nbformat
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in notebook_paths(source):
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type == "code" and "solution" in _tags(cell):
+                cell.source = SOLUTION_STUB
+                cell.outputs = []
+                cell.execution_count = None
+                cell.metadata.pop("jupyter", None)
+        target = out / path.name
+        nbformat.write(nb, target)
+        written.append(target)
+    return written
+
+
+@dataclass(frozen=True)
+class CellReply:
+    """The kernel's reply to one cell of a replayed "Run All"."""
+
+    index: int
+    status: str
+    tags: tuple[str, ...]
+    error: str | None = None
+
+
+def replay_run_all(path: str | Path, *, timeout: float = 180.0) -> list[CellReply]:
+    """Send every code cell to one kernel at once, as JupyterLab's "Run All" does.
+
+    nbval and nbclient send a cell, wait for its reply, then send the next;
+    JupyterLab queues them all first. Some bugs (the archived nest_asyncio
+    under ipykernel 7 dropping queued cells) only show up this way. Cells
+    tagged ``raises-exception`` are sent with ``stop_on_error=False``, exactly
+    as JupyterLab does.
+
+    Returns:
+        One reply per code cell, in order (``status`` is ``ok``, ``error``,
+        ``aborted`` or ``missing`` when no reply came before the timeout).
+    """
+    import nbformat
+    from jupyter_client.manager import start_new_kernel
+
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    cells = [(i, c) for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+    km, kc = start_new_kernel(kernel_name=KERNEL_NAME, cwd=str(path.parent))
+    try:
+        ids = {}
+        for i, cell in cells:
+            stop = "raises-exception" not in _tags(cell)
+            ids[kc.execute(cell.source, stop_on_error=stop)] = i
+        replies: dict[int, CellReply] = {}
+        deadline = time.monotonic() + timeout
+        while len(replies) < len(cells) and time.monotonic() < deadline:
+            try:
+                msg = kc.get_shell_msg(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            index = ids.get(msg["parent_header"].get("msg_id"))
+            if index is None:
+                continue
+            content = msg["content"]
+            error = f"{content.get('ename')}: {content.get('evalue')}" if content["status"] == "error" else None
+            replies[index] = CellReply(index, content["status"], tuple(_tags(nb.cells[index])), error)
+        return [replies.get(i, CellReply(i, "missing", tuple(_tags(c)))) for i, c in cells]
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the workbook command line; return the exit code."""
+    parser = argparse.ArgumentParser(prog="python -m labsupport.workbook")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="re-execute notebooks in place, saving outputs")
+    run.add_argument("paths", nargs="+", type=Path, help="notebooks or folders")
+    student = sub.add_parser("student-edition", help="write copies without solutions")
+    student.add_argument("out", type=Path)
+    student.add_argument("--source", type=Path, default=Path("notebooks"))
+    replay = sub.add_parser("run-all", help="replay JupyterLab's Run All and report")
+    replay.add_argument("paths", nargs="+", type=Path)
+    args = parser.parse_args(argv)
+
+    def expand(paths: list[Path]) -> list[Path]:
+        return [p for path in paths for p in (notebook_paths(path) if path.is_dir() else [path])]
+
+    if args.command == "run":
+        for nb_path in expand(args.paths):
+            t0 = time.perf_counter()
+            execute_notebook(nb_path)
+            print(f"{nb_path}: {time.perf_counter() - t0:.1f} s", flush=True)
+    elif args.command == "student-edition":
+        for written in student_edition(args.source, args.out):
+            print(written)
+    else:
+        failed = 0
+        for nb_path in expand(args.paths):
+            replies = replay_run_all(nb_path)
+            bad = [r for r in replies if r.status != "ok" and "raises-exception" not in r.tags]
+            failed += len(bad)
+            print(f"{nb_path}: {len(replies) - len(bad)}/{len(replies)} cells ok", flush=True)
+            for r in bad:
+                print(f"  cell {r.index}: {r.status} {r.error or ''}")
+        return 1 if failed else 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

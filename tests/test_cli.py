@@ -1,0 +1,129 @@
+"""``python -m labsupport serve`` as a real process, driven as the seed's demo flow."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Served:
+    def __init__(self, proc: subprocess.Popen[str], url: str) -> None:
+        self.proc, self.url = proc, url
+
+
+def start(db: Path, *extra: str) -> Served:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "labsupport", "serve", "--port", str(port), "--db", str(db),
+         "--log-level", "warning", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            pytest.fail(f"server exited early with {proc.returncode}:\n{out}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return Served(proc, url)
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    pytest.fail("server did not answer /health within 30 s")
+
+
+def stop(served: Served) -> int:
+    if served.proc.poll() is None:
+        served.proc.send_signal(signal.SIGTERM)
+        try:
+            served.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            served.proc.kill()
+            served.proc.wait(5)
+    if served.proc.stdout:
+        served.proc.stdout.close()
+    return served.proc.returncode
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[Served]:
+    served = start(tmp_path / "demo.db", "--demo")
+    yield served
+    stop(served)
+
+
+def test_seed_demo_flow(demo: Served) -> None:
+    with httpx.Client(base_url=demo.url, timeout=5) as http:
+        # 2. record a rating
+        r = http.post("/ratings", json={"movie_id": 1, "user_id": 7, "score": 5})
+        assert r.status_code == 201
+        # 3. kick off a rebuild
+        r = http.post("/recommender/rebuild")
+        assert r.status_code == 202
+        task_id = r.json()["task_id"]
+        # 4. poll until complete
+        deadline = time.monotonic() + 20
+        status = {}
+        while time.monotonic() < deadline:
+            status = http.get(f"/recommender/rebuild/{task_id}").json()
+            if status["status"] == "complete":
+                break
+            time.sleep(0.2)
+        assert status["status"] == "complete"
+        assert len(status["sample"]) == 3
+        # 5. fetch recommendations
+        recs = http.get("/recommendations/7", params={"limit": 3}).json()
+        assert len(set(recs)) == 3 and all(isinstance(m, int) for m in recs)
+        # a new user's rating shows up once the next rebuild completes
+        http.post("/ratings", json={"movie_id": 5, "user_id": 4242, "score": 5})
+        task_id = http.post("/recommender/rebuild").json()["task_id"]
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if http.get(f"/recommender/rebuild/{task_id}").json()["status"] == "complete":
+                break
+            time.sleep(0.2)
+        assert http.get("/recommendations/4242", params={"limit": 3}).json()[0] == 5
+
+
+def test_state_survives_restart_and_sigterm_exits_cleanly(tmp_path: Path) -> None:
+    db = tmp_path / "keep.db"
+    first = start(db, "--demo")
+    with httpx.Client(base_url=first.url, timeout=5) as http:
+        http.post("/movies", json={"title": "Paddington 2", "year": 2017, "genre": "Comedy"})
+        http.post("/ratings", json={"movie_id": 1, "user_id": 999, "score": 4})
+        n_movies = len(http.get("/movies", params={"limit": 1000}).json())
+    t0 = time.monotonic()
+    # uvicorn shuts down gracefully, then re-raises the signal: exit by SIGTERM
+    assert stop(first) in (0, -signal.SIGTERM)
+    assert time.monotonic() - t0 < 10
+    second = start(db)
+    try:
+        with httpx.Client(base_url=second.url, timeout=5) as http:
+            assert len(http.get("/movies", params={"limit": 1000}).json()) == n_movies
+            assert http.get("/recommender").json()["n_ratings"] > 0
+            assert 1 in http.get("/recommendations/999", params={"limit": 1}).json()
+    finally:
+        stop(second)
+
+
+def test_help_lists_serve() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "labsupport", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "serve" in out

@@ -1,0 +1,160 @@
+"""The rebuild service's state machine, with a controllable fake builder."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from labsupport.recommender import Model, build_model
+from labsupport.store import MemoryStore, SQLiteStore
+from labsupport.tasks import RebuildService, ServiceClosedError, Task, TaskStatus, counter_ids
+
+
+class GatedBuilder:
+    """Builds a real model, but only when the test opens the gate."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.gate = threading.Event()
+        self.started = threading.Event()
+        self.fail = fail
+        self.calls = 0
+
+    def __call__(self, ratings: Any, *, version: int, progress: Any) -> Model:
+        self.calls += 1
+        self.started.set()
+        progress(0.5)
+        assert self.gate.wait(10), "test never opened the gate"
+        if self.fail:
+            raise RuntimeError("boom")
+        return build_model(ratings, version=version, rank=2)
+
+
+def test_states_move_forward_and_model_swaps(store: MemoryStore) -> None:
+    builder = GatedBuilder()
+    service = RebuildService(store, build=builder, task_id_factory=counter_ids())
+    task, created = service.request()
+    assert created and task.status is TaskStatus.QUEUED and task.task_id == "task-1"
+    runner = service.start(task.task_id)
+    assert builder.started.wait(5)
+    running = service.get(task.task_id)
+    assert running is not None and running.status is TaskStatus.RUNNING
+    assert 0 < running.progress < 1
+    assert service.model is None  # nothing swapped in before the build ends
+    builder.gate.set()
+    runner.join(5)
+    done = service.get(task.task_id)
+    assert done is not None and done.status is TaskStatus.COMPLETE
+    assert done.progress == 1.0 and done.model_version == 1
+    assert service.model is not None and service.model.version == 1
+
+
+def test_queued_requests_coalesce(store: MemoryStore) -> None:
+    builder = GatedBuilder()
+    service = RebuildService(store, build=builder, task_id_factory=counter_ids())
+    first, _ = service.request()
+    runner = service.start(first.task_id)
+    assert builder.started.wait(5)
+    second, created2 = service.request()  # first is running: a new task queues
+    third, created3 = service.request()  # second is still queued: join it
+    assert created2 and not created3 and third.task_id == second.task_id
+    waiter = service.start(second.task_id)
+    builder.gate.set()
+    runner.join(5)
+    waiter.join(5)
+    assert builder.calls == 2
+    assert service.get(second.task_id).status is TaskStatus.COMPLETE  # type: ignore[union-attr]
+    assert service.model is not None and service.model.version == 2
+
+
+def test_failed_build_keeps_previous_model(store: MemoryStore) -> None:
+    service = RebuildService(store, task_id_factory=counter_ids())
+    good = service.rebuild_now()
+    assert good.status is TaskStatus.COMPLETE
+    model = service.model
+    failing = GatedBuilder(fail=True)
+    failing.gate.set()
+    service._build = failing  # swap in a builder that raises
+    bad = service.rebuild_now()
+    assert bad.status is TaskStatus.FAILED
+    assert bad.error == "RuntimeError: boom"
+    assert service.model is model
+    service._build = service._default_build
+    assert service.rebuild_now().status is TaskStatus.COMPLETE
+    assert service.model is not None and service.model.version == 2
+
+
+def test_idempotency_key_maps_to_one_task(store: MemoryStore) -> None:
+    service = RebuildService(store, task_id_factory=counter_ids())
+    a, created = service.request("k")
+    b, created_b = service.request("k")
+    assert created and not created_b and a.task_id == b.task_id
+    service.start(a.task_id).join(5)
+    c, created_c = service.request("k")
+    assert not created_c and c.status is TaskStatus.COMPLETE
+
+
+def test_idempotency_key_expires(store: MemoryStore) -> None:
+    now = [1000.0]
+    service = RebuildService(
+        store, idempotency_ttl=60, clock=lambda: now[0], task_id_factory=counter_ids()
+    )
+    a, _ = service.request("k")
+    service.start(a.task_id).join(5)
+    now[0] += 61
+    b, created = service.request("k")
+    assert created and b.task_id != a.task_id
+
+
+def test_shutdown_interrupts_unfinished_and_refuses_new(store: MemoryStore) -> None:
+    builder = GatedBuilder()
+    service = RebuildService(store, build=builder, task_id_factory=counter_ids())
+    task, _ = service.request()
+    runner = service.start(task.task_id)
+    assert builder.started.wait(5)
+    interrupted = service.shutdown(grace=0.1)
+    assert [t.task_id for t in interrupted] == [task.task_id]
+    with pytest.raises(ServiceClosedError):
+        service.request()
+    builder.gate.set()  # the abandoned build finishes late...
+    runner.join(5)
+    late = service.get(task.task_id)
+    assert late is not None and late.status is TaskStatus.INTERRUPTED  # ...and changes nothing
+    assert service.model is None
+
+
+def test_shutdown_waits_for_a_build_within_grace(store: MemoryStore) -> None:
+    builder = GatedBuilder()
+    service = RebuildService(store, build=builder)
+    task, _ = service.request()
+    service.start(task.task_id)
+    assert builder.started.wait(5)
+    threading.Timer(0.2, builder.gate.set).start()
+    assert service.shutdown(grace=5) == []
+    assert service.get(task.task_id).status is TaskStatus.COMPLETE  # type: ignore[union-attr]
+
+
+def test_sqlite_restart_marks_unfinished_interrupted(tmp_path: Any) -> None:
+    db = tmp_path / "s.db"
+    with SQLiteStore(db) as s:
+        s.add_movie("Heat", 1995, "Crime")
+        s.add_rating(1, 1, 5)
+        service = RebuildService(s, task_id_factory=counter_ids())
+        done = service.rebuild_now()
+        stuck, _ = service.request("key-1")  # queued, never run: the process "dies"
+    with SQLiteStore(db) as s:
+        again = RebuildService(s)
+        assert again.get(done.task_id).status is TaskStatus.COMPLETE  # type: ignore[union-attr]
+        revived = again.get(stuck.task_id)
+        assert revived is not None and revived.status is TaskStatus.INTERRUPTED
+        assert revived.error
+        assert again.request("key-1")[0].task_id == stuck.task_id  # the key survives too
+        assert again.rebuild_now().status is TaskStatus.COMPLETE
+
+
+def test_task_round_trips_through_dict() -> None:
+    task = Task("t", TaskStatus.FAILED, 1.0, 2.0, 3.0, 0.5, "boom", "k", None)
+    assert Task.from_dict(task.to_dict()) == task
+    assert task.to_dict()["status"] == "failed"
+    assert "<table>" in task._repr_html_()

@@ -4,6 +4,7 @@ Examples::
 
     python -m labsupport serve                      # empty SQLite store in ./labsupport.db
     python -m labsupport serve --demo --port 8000   # built-in catalogue and ratings
+    python -m labsupport student-edition student/   # notebooks without solutions
 """
 
 from __future__ import annotations
@@ -55,19 +56,40 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _student_edition(args: argparse.Namespace) -> int:
+    from labsupport.workbook import student_edition
+
+    for path in student_edition(args.source, args.out):
+        print(path)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``labsupport`` command line and return its exit code."""
-    parser = argparse.ArgumentParser(prog="python -m labsupport", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m labsupport", description=__doc__.splitlines()[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the movie API with uvicorn")
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     serve.add_argument("--db", default="labsupport.db", help="SQLite file (default labsupport.db)")
-    serve.add_argument("--demo", action="store_true", help="load the built-in catalogue and ratings")
+    serve.add_argument(
+        "--demo", action="store_true", help="load the built-in catalogue and ratings"
+    )
     serve.add_argument("--seed", type=int, default=0, help="seed for the demo ratings")
-    serve.add_argument("--grace", type=float, default=5.0, help="seconds a rebuild gets at shutdown")
+    serve.add_argument(
+        "--grace", type=float, default=5.0, help="seconds a rebuild gets at shutdown"
+    )
     serve.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
     serve.set_defaults(func=_serve)
+
+    student = sub.add_parser(
+        "student-edition", help="write the notebooks with solution cells replaced by stubs"
+    )
+    student.add_argument("out", help="folder to write the student copies into")
+    student.add_argument("--source", default="notebooks", help="the workbook (default notebooks)")
+    student.set_defaults(func=_student_edition)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")

@@ -56,9 +56,7 @@ class RatingArrays:
         return len(self.user_ids)
 
     @classmethod
-    def from_columns(
-        cls, user_ids: Any, movie_ids: Any, scores: Any
-    ) -> RatingArrays:
+    def from_columns(cls, user_ids: Any, movie_ids: Any, scores: Any) -> RatingArrays:
         """Build from any array-likes, converting to the canonical dtypes."""
         return cls(
             np.ascontiguousarray(user_ids, dtype=np.int64),
@@ -71,7 +69,7 @@ class RatingArrays:
         return [
             {"user_id": int(u), "movie_id": int(m), "score": float(s)}
             for u, m, s in zip(
-                self.user_ids.tolist(), self.movie_ids.tolist(), self.scores.tolist()
+                self.user_ids.tolist(), self.movie_ids.tolist(), self.scores.tolist(), strict=True
             )
         ]
 
@@ -97,7 +95,8 @@ def as_rating_arrays(ratings: Any) -> RatingArrays:
                 msg = f"ratings DataFrame needs a {col!r} column; it has {list(columns)}"
                 raise ValueError(msg)
         return RatingArrays.from_columns(
-            ratings["user_id"].to_numpy(), ratings["movie_id"].to_numpy(),
+            ratings["user_id"].to_numpy(),
+            ratings["movie_id"].to_numpy(),
             ratings[score_col].to_numpy(),
         )
     rows: Iterable[Mapping[str, Any]] = ratings

@@ -276,7 +276,9 @@ def create_app(
         return Queued(task_id=task.task_id, status=TaskStatus.QUEUED if created else task.status)
 
     @app.get("/recommender/rebuild/{task_id}", tags=["recommender"], responses=_errors(404))
-    def rebuild_status(task_id: Annotated[str, Path(max_length=255)], response: Response) -> TaskOut:
+    def rebuild_status(
+        task_id: Annotated[str, Path(max_length=255)], response: Response
+    ) -> TaskOut:
         """Report a rebuild's status; ``Retry-After`` says when to ask again."""
         task = service.get(task_id)
         if task is None:

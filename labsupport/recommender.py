@@ -563,7 +563,7 @@ def _coordinates(
 def _same_pattern(matrix: sp.csr_matrix, values: npt.NDArray[Any]) -> sp.csr_matrix:
     """Return a CSR matrix with *matrix*'s nonzero pattern holding *values*."""
     return sp.csr_matrix(
-        (values.astype(np.float32), matrix.indices, matrix.indptr), shape=matrix.shape
+        (values.astype(np.float64), matrix.indices, matrix.indptr), shape=matrix.shape
     )
 
 
@@ -576,12 +576,12 @@ def _truncated_svd(
     ones) a dense SVD of at most ``rank + 1`` rows or columns does the job.
     """
     rank = min(rank, *matrix.shape)
-    if rank == 0:  # no ratings at all
-        return np.zeros((matrix.shape[0], 0)), np.zeros(0), np.zeros((0, matrix.shape[1]))
+    if not np.any(matrix.data):  # nothing to factor (no ratings, or all residuals 0)
+        return np.zeros((matrix.shape[0], rank)), np.zeros(rank), np.zeros((rank, matrix.shape[1]))
     if min(matrix.shape) <= rank + 1:
         u, s, vt = np.linalg.svd(matrix.toarray(), full_matrices=False)
         return u[:, :rank], s[:rank], vt[:rank]
-    u, s, vt = svds(matrix, k=rank, solver="arpack", random_state=seed)
+    u, s, vt = svds(matrix.astype(np.float64), k=rank, solver="arpack", random_state=seed)
     order = np.argsort(-s)
     return u[:, order], s[order], vt[order]
 
@@ -615,10 +615,8 @@ def _ridge(mask: sp.spmatrix, target: sp.spmatrix, other: npt.NDArray[Any]) -> n
     """
     rank = other.shape[1]
     outer = (other[:, :, None] * other[:, None, :]).reshape(len(other), rank * rank)
-    gram = np.asarray(mask @ outer.astype(np.float32), dtype=np.float64)
-    gram = gram.reshape(len(gram), rank, rank) + _RIDGE * np.eye(rank)
-    rhs = np.asarray(target @ other.astype(np.float32), dtype=np.float64)
-    return np.linalg.solve(gram, rhs[:, :, None])[:, :, 0]
+    gram = (mask @ outer).reshape(mask.shape[0], rank, rank) + _RIDGE * np.eye(rank)
+    return np.linalg.solve(gram, (target @ other)[:, :, None])[:, :, 0]
 
 
 def _dense(array: npt.NDArray[Any]) -> FloatArray:

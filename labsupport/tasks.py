@@ -231,9 +231,7 @@ class RebuildService:
                 known = self._keys.get(idempotency_key)
                 if known is not None and now - self._tasks[known].queued_at < self.idempotency_ttl:
                     return self._tasks[known], False
-            waiting = next(
-                (t for t in self._tasks.values() if t.status is TaskStatus.QUEUED), None
-            )
+            waiting = next((t for t in self._tasks.values() if t.status is TaskStatus.QUEUED), None)
             if waiting is not None:
                 if idempotency_key is not None:
                     self._keys[idempotency_key] = waiting.task_id
@@ -335,7 +333,9 @@ class RebuildService:
                 self._pause(task_id)
                 version = (self._model.version if self._model else 0) + 1
                 model = self._build(
-                    ratings, version=version, progress=lambda f: self._progress(task_id, 0.5 + f / 2)
+                    ratings,
+                    version=version,
+                    progress=lambda f: self._progress(task_id, 0.5 + f / 2),
                 )
             except Exception as exc:  # any build failure is reported, not raised
                 logger.exception("rebuild %s failed", task_id)
@@ -381,9 +381,7 @@ class RebuildService:
                     model_version=model.version,
                 )
             else:
-                self._update(
-                    task, status=TaskStatus.FAILED, finished_at=self._clock(), error=error
-                )
+                self._update(task, status=TaskStatus.FAILED, finished_at=self._clock(), error=error)
 
     def _update(self, task: Task, **changes: Any) -> Task:
         new = dataclasses.replace(task, **changes)

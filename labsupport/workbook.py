@@ -90,7 +90,11 @@ def execute_notebook(path: str | Path, *, timeout: int = 120) -> None:
     )
     client.execute()
     nb.metadata.pop("widgets", None)
-    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": KERNEL_NAME}
+    nb.metadata["kernelspec"] = {
+        "display_name": "Python 3",
+        "language": "python",
+        "name": KERNEL_NAME,
+    }
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
     nbformat.write(nb, path)
@@ -170,8 +174,14 @@ def replay_run_all(path: str | Path, *, timeout: float = 180.0) -> list[CellRepl
             if index is None:
                 continue
             content = msg["content"]
-            error = f"{content.get('ename')}: {content.get('evalue')}" if content["status"] == "error" else None
-            replies[index] = CellReply(index, content["status"], tuple(_tags(nb.cells[index])), error)
+            error = (
+                f"{content.get('ename')}: {content.get('evalue')}"
+                if content["status"] == "error"
+                else None
+            )
+            replies[index] = CellReply(
+                index, content["status"], tuple(_tags(nb.cells[index])), error
+            )
         return [replies.get(i, CellReply(i, "missing", tuple(_tags(c)))) for i, c in cells]
     finally:
         kc.stop_channels()
@@ -217,4 +227,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -30,9 +30,15 @@ def store() -> MemoryStore:
     for title, year, genre in MOVIES:
         s.add_movie(title, year, genre)
     for user, movie, score in [
-        (1, 1, 5), (1, 2, 4), (1, 3, 1),
-        (2, 1, 4), (2, 2, 5), (2, 5, 4),
-        (3, 3, 5), (3, 4, 4), (3, 6, 2),
+        (1, 1, 5),
+        (1, 2, 4),
+        (1, 3, 1),
+        (2, 1, 4),
+        (2, 2, 5),
+        (2, 5, 4),
+        (3, 3, 5),
+        (3, 4, 4),
+        (3, 6, 2),
     ]:
         s.add_rating(user, movie, score)
     return s

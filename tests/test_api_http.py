@@ -69,7 +69,12 @@ def test_requests_are_served_while_a_rebuild_runs(server: ServerHandle) -> None:
     [
         ("post", "/ratings", {"json": {"movie_id": 1, "user_id": 1, "score": 9}}, 422),
         ("post", "/ratings", {"json": {"movie_id": 77, "user_id": 1, "score": 3}}, 404),
-        ("post", "/ratings", {"content": b"{oops", "headers": {"content-type": "application/json"}}, 422),
+        (
+            "post",
+            "/ratings",
+            {"content": b"{oops", "headers": {"content-type": "application/json"}},
+            422,
+        ),
         ("post", "/ratings", {"content": b""}, 422),
         ("post", "/movies", {"json": {"title": 5, "year": 2000, "genre": "Drama"}}, 422),
         ("get", "/movies/0", {}, 422),
@@ -79,7 +84,12 @@ def test_requests_are_served_while_a_rebuild_runs(server: ServerHandle) -> None:
         ("get", "/recommendations/1?limit=101", {}, 422),
         ("get", "/recommendations/-3", {}, 422),
         ("get", "/recommender/rebuild/unknown", {}, 404),
-        ("post", "/movies", {"content": b"x" * 70_000, "headers": {"content-type": "application/json"}}, 413),
+        (
+            "post",
+            "/movies",
+            {"content": b"x" * 70_000, "headers": {"content-type": "application/json"}},
+            413,
+        ),
     ],
 )
 def test_bad_input_over_http_is_4xx_and_changes_nothing(

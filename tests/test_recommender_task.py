@@ -1,6 +1,7 @@
 """The seed's quick test, kept as written except for its import line."""
 
 import time
+
 from fastapi.testclient import TestClient
 
 from labsupport.api import app

@@ -59,4 +59,5 @@ def use_style() -> None:
     """Apply the workbook style to matplotlib (call once, in a notebook's Setup)."""
     import matplotlib as mpl
 
-    mpl.rcParams.update(style_dict())
+    rc: Any = mpl.rcParams  # its keys are typed as literals; ours are checked at runtime
+    rc.update(style_dict())

@@ -10,6 +10,7 @@ module on first use, so ``import labsupport`` stays quick.
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import TYPE_CHECKING, Any
 
 __all__ = [
@@ -25,6 +26,11 @@ __all__ = [
 ]
 
 __version__ = "0.9.0"
+
+# A library stays quiet unless the application configures logging (the
+# ``python -m labsupport serve`` command does); without this, Python's
+# last-resort handler would print warnings into whatever notebook cell runs.
+logging.getLogger("labsupport").addHandler(logging.NullHandler())
 
 _HOME = {
     "Model": "recommender",

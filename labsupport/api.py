@@ -137,6 +137,7 @@ def create_app(
     service: RebuildService | None = None,
     build_options: Mapping[str, Any] | None = None,
     build_delay: float = 0.0,
+    executor: str = "thread",
     failure_rate: float = 0.0,
     seed: int = 0,
     shutdown_grace: float = 5.0,
@@ -151,6 +152,8 @@ def create_app(
             ``store`` and the options below when omitted).
         build_options: keyword arguments for ``build_model`` (``rank``...).
         build_delay: extra seconds per build, so ``running`` is visible in class.
+        executor: ``"thread"`` or ``"process"``: where builds run (see
+            :class:`~labsupport.tasks.RebuildService`).
         failure_rate: fraction of requests (``/health`` and the docs aside)
             answered ``503`` with ``Retry-After``, deterministically from
             ``seed``: the Lab 2 switch for showing the retry client at work.
@@ -170,6 +173,7 @@ def create_app(
         store,
         build_options=build_options,
         build_delay=build_delay,
+        executor=executor,
         task_id_factory=task_id_factory,
     )
 

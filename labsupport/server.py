@@ -298,7 +298,9 @@ def _register_atexit() -> None:
 def _listen(host: str, port: int | None) -> socket.socket:
     """Bind and listen on ``(host, port)``, turning failures into ServerStartError."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted sockets only when the
+    # listener says TCP, and without it each keep-alive request waits ~40 ms (Nagle).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         if sys.platform == "win32":
             # On Windows SO_REUSEADDR would let us steal a port another program uses.

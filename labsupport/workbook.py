@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import queue
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -88,7 +89,9 @@ def execute_notebook(path: str | Path, *, timeout: int = 120) -> None:
         resources={"metadata": {"path": str(path.parent)}},
         record_timing=False,
     )
-    client.execute()
+    # The kernel process's own log (not cell output) would only add ipykernel's
+    # note about unencrypted local TCP; cells' stderr still reaches the notebook.
+    client.execute(stderr=subprocess.DEVNULL)
     nb.metadata.pop("widgets", None)
     nb.metadata["kernelspec"] = {
         "display_name": "Python 3",
@@ -157,7 +160,9 @@ def replay_run_all(path: str | Path, *, timeout: float = 180.0) -> list[CellRepl
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
     cells = [(i, c) for i, c in enumerate(nb.cells) if c.cell_type == "code"]
-    km, kc = start_new_kernel(kernel_name=KERNEL_NAME, cwd=str(path.parent))
+    km, kc = start_new_kernel(
+        kernel_name=KERNEL_NAME, cwd=str(path.parent), stderr=subprocess.DEVNULL
+    )
     try:
         ids = {}
         for i, cell in cells:

@@ -139,3 +139,35 @@ def test_help_lists_serve() -> None:
         [sys.executable, "-m", "labsupport", "--help"], capture_output=True, text=True, check=True
     ).stdout
     assert "serve" in out
+
+
+@pytest.mark.parametrize(("build_delay", "final"), [(1.0, "complete"), (6.0, "interrupted")])
+def test_sigterm_drains_refuses_new_rebuilds_and_exits_within_grace(
+    tmp_path: Path, build_delay: float, final: str
+) -> None:
+    grace = 2.0
+    served = start(
+        tmp_path / "term.db", "--demo", "--grace", str(grace), "--build-delay", str(build_delay)
+    )
+    with httpx.Client(base_url=served.url, timeout=5) as http:
+        task_id = http.post("/recommender/rebuild").json()["task_id"]
+        deadline = time.monotonic() + 5
+        while http.get(f"/recommender/rebuild/{task_id}").json()["status"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        served.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        refused = http.post("/recommender/rebuild")
+        assert refused.status_code == 503
+        assert refused.headers["Retry-After"] == "1"
+        assert http.get("/health").json() == {"status": "shutting down"}
+        served.proc.wait(grace + 5)
+        assert time.monotonic() - t0 < grace + 3
+    assert stop(served) in (0, -signal.SIGTERM)
+    after = start(tmp_path / "term.db")
+    try:
+        with httpx.Client(base_url=after.url, timeout=5) as http:
+            assert http.get(f"/recommender/rebuild/{task_id}").json()["status"] == final
+    finally:
+        stop(after)

@@ -365,3 +365,16 @@ def test_works_in_a_jupyter_kernel() -> None:
 def test_handle_type_is_exported() -> None:
     with serve_in_thread(make_app()) as srv:
         assert isinstance(srv, ServerHandle)
+
+
+def test_listening_socket_is_tcp_so_accepted_sockets_get_nodelay() -> None:
+    """asyncio only sets TCP_NODELAY on accepted sockets of an IPPROTO_TCP listener.
+
+    Without it every keep-alive request waits for a delayed ACK (about 40 ms).
+    """
+    import socket as socket_module
+
+    from fastapi import FastAPI
+
+    with serve_in_thread(FastAPI()) as srv:
+        assert srv._sock.proto == socket_module.IPPROTO_TCP

@@ -158,3 +158,51 @@ def test_task_round_trips_through_dict() -> None:
     assert Task.from_dict(task.to_dict()) == task
     assert task.to_dict()["status"] == "failed"
     assert "<table>" in task._repr_html_()
+
+
+def test_process_executor_builds_the_same_model(store: MemoryStore) -> None:
+    from labsupport.tasks import build_in_process
+
+    seen: list[float] = []
+    model = build_in_process(store.rating_arrays(), version=3, progress=seen.append, rank=2)
+    local = build_model(store.rating_arrays(), version=3, rank=2)
+    assert model.version == 3
+    assert seen and seen == sorted(seen) and seen[-1] == 1.0
+    for user in (1, 2, 3, 99):
+        assert model_recs(model, user) == model_recs(local, user)
+    with pytest.raises(ValueError):
+        model.user_factors[0, 0] = 1.0  # read-only again after the trip between processes
+
+
+def model_recs(model: Model, user: int) -> list[int]:
+    from labsupport.recommender import recommend
+
+    return recommend(model, user, limit=6)
+
+
+def test_process_executor_reports_a_failing_build(store: MemoryStore) -> None:
+    service = RebuildService(
+        store, executor="process", build_options={"method": "no-such-method"}
+    )
+    task = service.rebuild_now()
+    assert task.status is TaskStatus.FAILED
+    assert task.error and "RuntimeError" in task.error
+
+
+def test_executor_is_checked(store: MemoryStore) -> None:
+    with pytest.raises(ValueError, match="executor"):
+        RebuildService(store, executor="gpu")
+
+
+def test_model_versions_keep_counting_across_restarts(tmp_path: Any) -> None:
+    db = tmp_path / "v.db"
+    with SQLiteStore(db) as s:
+        s.add_movie("Heat", 1995, "Crime")
+        s.add_rating(1, 1, 5)
+        service = RebuildService(s)
+        service.rebuild_now()
+        assert service.rebuild_now().model_version == 2
+    with SQLiteStore(db) as s:
+        again = RebuildService(s)
+        assert again.model is None  # models are not persisted, only their history
+        assert again.rebuild_now().model_version == 3

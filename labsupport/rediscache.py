@@ -1,0 +1,441 @@
+"""Cache the serving model and task records in Redis, or in memory when Redis is absent.
+
+A preview of Lab 2's "Redis-ready hooks": several API processes (or one that
+restarts) can share the last model built and the state of rebuild tasks.
+:func:`connect` returns a :class:`RedisCache` when a Redis server answers and
+a :class:`MemoryCache` with the same methods when it does not, so code (and a
+notebook) written against one runs unchanged on the other. Session 10 starts a
+real Redis next to the API with Docker Compose.
+
+Keys (``prefix`` defaults to ``"labsupport"``):
+
+=================================  ==============================================
+``<prefix>:model:<version>``       one model, as the bytes of :func:`model_to_bytes`
+``<prefix>:model:current``         the serving version number (moved with one SET)
+``<prefix>:task:<task_id>``        one task record as JSON, expiring after ``task_ttl``
+=================================  ==============================================
+
+Models are stored as numpy arrays written by :func:`numpy.savez` and read back
+with ``allow_pickle=False``: a cache must never unpickle bytes, because anyone
+who can write to it could make the reader run arbitrary code.
+
+All times are in seconds.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import fields
+from types import TracebackType
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import numpy as np
+import scipy.sparse as sp
+
+from labsupport.recommender import Model
+
+__all__ = [
+    "DEFAULT_URL",
+    "MemoryCache",
+    "RedisCache",
+    "connect",
+    "model_from_bytes",
+    "model_to_bytes",
+]
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+"""Where :func:`connect` looks by default: a Redis on this machine, database 0."""
+
+_FORMAT = 1  # bump when the layout written by model_to_bytes changes
+_SCALARS = (
+    "global_mean", "version", "built_at", "rank", "method",
+    "n_users", "n_movies", "n_ratings", "build_seconds",
+)  # fmt: skip
+
+
+# ---------------------------------------------------------------- models as bytes
+
+
+def model_to_bytes(model: Model) -> bytes:
+    """Serialise a model to bytes: its arrays in one ``.npz`` archive, no pickle.
+
+    Every numpy array of the model is saved as it is; the sparse ``rated``
+    matrix as its three CSR arrays; the scalar fields as one JSON string.
+
+    Args:
+        model: A model from :func:`labsupport.recommender.build_model`.
+
+    Returns:
+        Bytes that :func:`model_from_bytes` turns back into an equal model.
+    """
+    arrays: dict[str, Any] = {
+        f.name: getattr(model, f.name)
+        for f in fields(model)
+        if isinstance(getattr(model, f.name), np.ndarray)
+    }
+    arrays["rated_data"] = model.rated.data
+    arrays["rated_indices"] = model.rated.indices
+    arrays["rated_indptr"] = model.rated.indptr
+    meta = {name: getattr(model, name) for name in _SCALARS}
+    meta |= {"format": _FORMAT, "rated_shape": list(model.rated.shape)}
+    arrays["meta"] = np.array(json.dumps(meta))  # a unicode array: no pickle needed
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def model_from_bytes(data: bytes) -> Model:
+    """Rebuild a model from :func:`model_to_bytes` output.
+
+    Args:
+        data: The bytes read from the cache.
+
+    Returns:
+        The model, read-only like every model.
+
+    Raises:
+        ValueError: if the bytes are not a model archive of a known format
+            (they would need pickle, are truncated, or come from a newer
+            version of this module); rebuild the model instead.
+    """
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+        meta = json.loads(str(arrays.pop("meta")))
+    except (OSError, ValueError, KeyError, EOFError) as exc:
+        msg = f"these bytes are not a cached model ({exc}); rebuild the model instead"
+        raise ValueError(msg) from exc
+    if meta.get("format") != _FORMAT:
+        msg = (
+            f"cached model has format {meta.get('format')!r}, this code reads {_FORMAT}; "
+            "rebuild the model instead"
+        )
+        raise ValueError(msg)
+    rated = sp.csr_matrix(
+        (arrays.pop("rated_data"), arrays.pop("rated_indices"), arrays.pop("rated_indptr")),
+        shape=tuple(meta["rated_shape"]),
+    )
+    scalars = {name: meta[name] for name in _SCALARS}
+    return Model(rated=rated, **arrays, **scalars)
+
+
+# ---------------------------------------------------------------- the caches
+
+
+class _Cache:
+    """What both caches do, written once over five storage primitives."""
+
+    backend = "none"
+    """``"redis"`` or ``"memory"``."""
+
+    def __init__(self, *, prefix: str, task_ttl: float, old_model_ttl: float, reason: str) -> None:
+        for name, value in (("task_ttl", task_ttl), ("old_model_ttl", old_model_ttl)):
+            if not value > 0:
+                msg = f"{name} must be a positive number of seconds, got {value!r}"
+                raise ValueError(msg)
+        self.prefix = prefix
+        self.task_ttl = task_ttl
+        self.old_model_ttl = old_model_ttl
+        self.reason = reason
+
+    # -- storage primitives, one Redis command each ---------------------
+
+    def _set(self, key: str, value: bytes, ttl: float | None) -> None:
+        raise NotImplementedError
+
+    def _get(self, key: str) -> bytes | None:
+        raise NotImplementedError
+
+    def _swap(self, key: str, value: bytes) -> bytes | None:
+        raise NotImplementedError
+
+    def _expire(self, key: str, ttl: float) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the connection (the memory cache has none); calling twice is harmless."""
+
+    # -- models ------------------------------------------------------------
+
+    def _model_key(self, version: int | str) -> str:
+        return f"{self.prefix}:model:{version}"
+
+    def save_model(self, model: Model) -> str:
+        """Store a model under its version and make it the current one.
+
+        The model's bytes go to ``<prefix>:model:<version>`` first; then one
+        SET moves the ``current`` pointer, so a reader sees the old model or
+        the new one, never a half-written one. The version it replaced stays
+        readable for ``old_model_ttl`` seconds (a reader may have just read
+        the old pointer), then expires. Saving the same version again
+        replaces its bytes.
+
+        Args:
+            model: The model to cache; ``model.version`` names its key.
+
+        Returns:
+            The key the model was stored under.
+        """
+        key = self._model_key(model.version)
+        self._set(key, model_to_bytes(model), None)
+        previous = self._swap(self._model_key("current"), str(model.version).encode())
+        if previous is not None and previous.decode() != str(model.version):
+            self._expire(self._model_key(previous.decode()), self.old_model_ttl)
+        return key
+
+    def current_version(self) -> int | None:
+        """Return the version the ``current`` pointer names, or ``None`` if there is none."""
+        pointer = self._get(self._model_key("current"))
+        return None if pointer is None else int(pointer)
+
+    def load_model(self) -> Model | None:
+        """Return the current model, or ``None`` when nothing usable is cached.
+
+        ``None`` means "build one": no model was ever saved, or the pointed-to
+        bytes have expired or been evicted.
+
+        Raises:
+            ValueError: the cached bytes are not a model this code can read.
+        """
+        version = self.current_version()
+        if version is None:
+            return None
+        data = self._get(self._model_key(version))
+        return None if data is None else model_from_bytes(data)
+
+    # -- tasks -------------------------------------------------------------
+
+    def save_task(self, task: Mapping[str, Any]) -> None:
+        """Store a task record (``Task.to_dict()``) as JSON for ``task_ttl`` seconds.
+
+        Saving the same ``task_id`` again replaces the record and restarts
+        its expiry.
+
+        Raises:
+            ValueError: the record has no ``task_id``.
+            TypeError: the record cannot be written as JSON.
+        """
+        if "task_id" not in task:
+            msg = f"a task record needs a 'task_id' key; got keys {sorted(task)}"
+            raise ValueError(msg)
+        key = f"{self.prefix}:task:{task['task_id']}"
+        self._set(key, json.dumps(dict(task)).encode(), self.task_ttl)
+
+    def get_task(self, task_id: str) -> dict[str, Any] | None:
+        """Return a stored task record, or ``None`` if it is unknown or expired."""
+        data = self._get(f"{self.prefix}:task:{task_id}")
+        return None if data is None else cast(dict[str, Any], json.loads(data))
+
+    # -- context manager and display -----------------------------------------
+
+    def __enter__(self) -> _Cache:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} prefix={self.prefix!r}>"
+
+
+class MemoryCache(_Cache):
+    """A dict with expiry that behaves like :class:`RedisCache`, for when Redis is absent.
+
+    It lives and dies with the process, so it shares nothing between API
+    processes: it keeps the code path identical, not the guarantees.
+
+    Args:
+        prefix: First part of every key.
+        task_ttl: How long a task record is kept.
+        old_model_ttl: How long a replaced model stays readable.
+        reason: One sentence saying why this cache is in use.
+        clock: The time source for expiry (``time.monotonic``); tests pass a
+            fake one.
+    """
+
+    backend = "memory"
+
+    def __init__(
+        self,
+        *,
+        prefix: str = "labsupport",
+        task_ttl: float = 24 * 3600.0,
+        old_model_ttl: float = 600.0,
+        reason: str = "an in-memory cache was asked for",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(
+            prefix=prefix, task_ttl=task_ttl, old_model_ttl=old_model_ttl, reason=reason
+        )
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._data: dict[str, tuple[bytes, float]] = {}  # key -> (value, expires at)
+
+    def _live(self, key: str) -> tuple[bytes, float] | None:
+        entry = self._data.get(key)
+        if entry is not None and entry[1] <= self._clock():
+            del self._data[key]
+            return None
+        return entry
+
+    def _set(self, key: str, value: bytes, ttl: float | None) -> None:
+        with self._lock:
+            self._data[key] = (value, math.inf if ttl is None else self._clock() + ttl)
+
+    def _get(self, key: str) -> bytes | None:
+        with self._lock:
+            entry = self._live(key)
+        return None if entry is None else entry[0]
+
+    def _swap(self, key: str, value: bytes) -> bytes | None:
+        with self._lock:
+            entry = self._live(key)
+            self._data[key] = (value, math.inf)
+        return None if entry is None else entry[0]
+
+    def _expire(self, key: str, ttl: float) -> None:
+        with self._lock:
+            entry = self._live(key)
+            if entry is not None:
+                self._data[key] = (entry[0], self._clock() + ttl)
+
+    def keys(self) -> list[str]:
+        """Return the live keys, sorted (Redis's ``KEYS <prefix>:*``, for teaching)."""
+        with self._lock:
+            return sorted(k for k in list(self._data) if self._live(k) is not None)
+
+
+class RedisCache(_Cache):
+    """The cache in a Redis server, shared by every process that connects to it.
+
+    Usually made by :func:`connect`, which checks the server answers first.
+
+    Args:
+        client: A ``redis.Redis`` client made with ``decode_responses=False``.
+        prefix: First part of every key.
+        task_ttl: How long a task record is kept.
+        old_model_ttl: How long a replaced model stays readable.
+        reason: One sentence saying why this cache is in use.
+    """
+
+    backend = "redis"
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        prefix: str = "labsupport",
+        task_ttl: float = 24 * 3600.0,
+        old_model_ttl: float = 600.0,
+        reason: str = "a Redis client was given",
+    ) -> None:
+        super().__init__(
+            prefix=prefix, task_ttl=task_ttl, old_model_ttl=old_model_ttl, reason=reason
+        )
+        self.client = client
+
+    @staticmethod
+    def _ms(ttl: float) -> int:
+        return max(1, math.ceil(ttl * 1000))  # PX: EX in milliseconds
+
+    def _set(self, key: str, value: bytes, ttl: float | None) -> None:
+        self.client.set(key, value, px=None if ttl is None else self._ms(ttl))
+
+    def _get(self, key: str) -> bytes | None:
+        return cast("bytes | None", self.client.get(key))
+
+    def _swap(self, key: str, value: bytes) -> bytes | None:
+        return cast("bytes | None", self.client.set(key, value, get=True))  # SET ... GET
+
+    def _expire(self, key: str, ttl: float) -> None:
+        self.client.pexpire(key, self._ms(ttl))
+
+    def close(self) -> None:
+        """Close the connection pool; calling it twice is harmless."""
+        self.client.close()
+
+
+def _where(url: str) -> str:
+    """Describe a Redis URL without its password: ``host:port db N``."""
+    parts = urlsplit(url)
+    db = parts.path.lstrip("/") or "0"
+    return f"{parts.hostname or '?'}:{parts.port or 6379} db {db}"
+
+
+def connect(
+    url: str = DEFAULT_URL,
+    *,
+    timeout: float = 0.2,
+    prefix: str = "labsupport",
+    task_ttl: float = 24 * 3600.0,
+    old_model_ttl: float = 600.0,
+) -> RedisCache | MemoryCache:
+    """Connect to Redis, or fall back to a :class:`MemoryCache` with the same methods.
+
+    The server must answer a PING within ``timeout`` seconds (one try, no
+    retries: a missing Redis should cost a notebook cell a fraction of a
+    second). Nothing raises: when the ``redis`` package is missing, the URL is
+    malformed or the server does not answer, the fallback is returned and its
+    ``reason`` says why in one sentence. Check ``cache.backend`` (``"redis"``
+    or ``"memory"``) if your code needs the real thing.
+
+    Args:
+        url: A ``redis://`` URL (``rediss://`` for TLS).
+        timeout: Seconds to wait for the connection and for each command.
+        prefix: First part of every key.
+        task_ttl: How long a task record is kept.
+        old_model_ttl: How long a replaced model stays readable.
+
+    Returns:
+        A :class:`RedisCache` or a :class:`MemoryCache`; ``.reason`` says which
+        and why.
+    """
+
+    def fallback(reason: str) -> MemoryCache:
+        return MemoryCache(
+            prefix=prefix, task_ttl=task_ttl, old_model_ttl=old_model_ttl, reason=reason
+        )
+
+    try:
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+    except ImportError:
+        reason = "the redis package is not installed (pip install redis), so the cache is in memory"
+        return fallback(reason)
+    where = _where(url)
+    client = None
+    try:
+        client = redis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
+        client.ping()
+    except (redis.RedisError, OSError, ValueError) as exc:
+        if client is not None:
+            client.close()
+        reason = (
+            f"no Redis answered at {where} ({type(exc).__name__}), so the cache is in memory; "
+            "start redis-server (Session 10 runs it with Docker Compose) to share it"
+        )
+        return fallback(reason)
+    return RedisCache(
+        client,
+        prefix=prefix,
+        task_ttl=task_ttl,
+        old_model_ttl=old_model_ttl,
+        reason=f"connected to Redis at {where}",
+    )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from labsupport._types import RatingArrays
+from labsupport.data import find_movielens
 from labsupport.recommender import (
     METHODS,
     Model,
@@ -27,8 +27,6 @@ from labsupport.recommender import (
     seed_build_model,
 )
 
-MOVIELENS = Path(__file__).resolve().parents[2] / "shared" / "data" / "movielens"
-
 
 def rows(*triples: tuple[int, int, float]) -> list[dict[str, float]]:
     """Seed-style rating rows from (user, movie, score) triples."""
@@ -38,8 +36,8 @@ def rows(*triples: tuple[int, int, float]) -> list[dict[str, float]]:
 def planted(n_users: int, n_movies: int, rank: int, seed: int = 0) -> np.ndarray:
     """A users x movies matrix of exact rank *rank* with entries in (0, 5]."""
     rng = np.random.default_rng(seed)
-    product = rng.uniform(0, 1, size=(n_users, rank)) @ rng.uniform(0, 1, size=(rank, n_movies))
-    return 5 * product / product.max()
+    product: np.ndarray = rng.uniform(size=(n_users, rank)) @ rng.uniform(size=(rank, n_movies))
+    return np.asarray(5 * product / product.max())
 
 
 def from_dense(matrix: np.ndarray, keep: np.ndarray | None = None) -> RatingArrays:
@@ -134,7 +132,9 @@ def test_truncated_svd_fills_hidden_cells_where_full_rank_only_copies_zeros() ->
     # So does predict(), with an error far below guessing the mean.
     model = build_model(observed)
     users, movies = np.nonzero(hidden)
-    guess = [predict(model, u + 1, m + 1) for u, m in zip(users, movies, strict=True)]
+    guess = np.array(
+        [predict(model, int(u) + 1, int(m) + 1) for u, m in zip(users, movies, strict=True)]
+    )
     assert np.sqrt(np.mean((guess - truth) ** 2)) < 0.6 * np.std(truth)
     assert np.corrcoef(guess, truth)[0, 1] > 0.9
 
@@ -285,12 +285,13 @@ def test_model_is_immutable(small_model: Model) -> None:
         small_model.rated.data[0] = 0.0
 
 
-def test_same_input_gives_the_same_model(small_model: Model) -> None:
+def test_same_input_gives_the_same_model() -> None:
     ratings = rows(*[(u, m, (u * m) % 5 + 1) for u in range(30) for m in range(25) if (u + m) % 3])
     first, second = build_model(ratings, rank=6), build_model(ratings, rank=6)
     for name in ("user_factors", "item_factors", "rating_user_factors", "popular"):
         np.testing.assert_array_equal(getattr(first, name), getattr(second, name))
-    assert [recommend(first, u, 5) for u in range(30)] == [recommend(second, u, 5) for u in range(30)]
+    for user in range(30):
+        assert recommend(first, user, 5) == recommend(second, user, 5)
 
 
 def test_progress_rises_to_one() -> None:
@@ -298,7 +299,8 @@ def test_progress_rises_to_one() -> None:
     build_model(rows((1, 1, 5), (1, 2, 3), (2, 1, 4)), progress=seen.append)
     assert len(seen) >= 3
     assert seen == sorted(seen)
-    assert 0 <= seen[0] and seen[-1] == 1.0
+    assert seen[0] >= 0
+    assert seen[-1] == 1.0
 
 
 def test_summary_is_json(small_model: Model) -> None:
@@ -399,10 +401,11 @@ def per_user_split(ratings: RatingArrays, seed: int = 0) -> tuple[RatingArrays, 
 
 
 def load_ml100k(name: str) -> RatingArrays:
-    path = MOVIELENS / "ml-100k" / name
-    if not path.exists():
-        pytest.skip(f"MovieLens copy not found at {path}")
-    table = np.loadtxt(path, dtype=np.int64)
+    """Read one ml-100k ratings file, or skip when the shared copy is absent."""
+    folder = find_movielens("ml-100k")
+    if folder is None:
+        pytest.skip("ml-100k not found (../shared/data/movielens/ml-100k or $LABSUPPORT_MOVIELENS)")
+    table = np.loadtxt(folder / name, dtype=np.int64)
     return RatingArrays.from_columns(table[:, 0], table[:, 1], table[:, 2])
 
 

@@ -1,0 +1,94 @@
+"""The workbook as a whole: structure, "Run All" replay and the student edition."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from labsupport.workbook import (
+    SOLUTION_STUB,
+    notebook_parameters,
+    notebook_paths,
+    replay_run_all,
+    student_edition,
+)
+
+NOTEBOOKS = notebook_paths(Path(__file__).parent.parent / "notebooks")
+ids = [p.stem for p in NOTEBOOKS]
+
+
+def tags(cell: nbformat.NotebookNode) -> list[str]:
+    return list(cell.get("metadata", {}).get("tags", []))
+
+
+def test_the_workbook_has_its_notebooks() -> None:
+    names = [p.stem for p in NOTEBOOKS]
+    assert names[0] == "00_start_here"
+    assert len(names) >= 7
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_notebook_skeleton(path: Path) -> None:
+    nb = nbformat.read(path, as_version=4)
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    assert "You will learn" in text
+    assert "Setup" in text and "Recap" in text
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert "%matplotlib inline" in code[0].source
+    assert any("parameters" in tags(c) for c in code)
+    assert "sys.path" not in "\n".join(c.source for c in code)
+    # The Setup cell holds every import, and the seed's quick test is kept verbatim;
+    # every other cell stays projector-sized.
+    teaching = [c for c in code[1:] if "def test_rebuild_flow" not in c.source]
+    long_cells = [c.source for c in teaching if len(c.source.splitlines()) > 15]
+    assert not long_cells, "code cells should stay projector-sized (about 12 lines)"
+    notebook_parameters(path)  # the parameters cell runs on its own
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_every_exercise_has_a_collapsed_solution_and_a_check(path: Path) -> None:
+    nb = nbformat.read(path, as_version=4)
+    solutions = [i for i, c in enumerate(nb.cells) if "solution" in tags(c)]
+    assert solutions, "each notebook has exercises with solutions"
+    for i in solutions:
+        cell = nb.cells[i]
+        assert cell.cell_type == "code"
+        assert cell.metadata.get("jupyter", {}).get("source_hidden") is True
+        before = nb.cells[i - 1]
+        assert before.cell_type == "markdown" and "★" in before.source, "an exercise comes first"
+        after = nb.cells[i + 1]
+        assert after.cell_type == "code" and "check" in after.source, "a self-check follows"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_run_all_replay_every_cell_replies_ok(path: Path) -> None:
+    replies = replay_run_all(path)
+    bad = [r for r in replies if r.status != "ok" and "raises-exception" not in r.tags]
+    assert not bad, f"cells failed or were dropped under Run All: {bad}"
+    raising = [r for r in replies if "raises-exception" in r.tags]
+    assert all(r.status == "error" for r in raising), "raises-exception cells really raise"
+
+
+def test_student_edition_strips_solutions_and_runs_up_to_the_exercises(tmp_path: Path) -> None:
+    written = student_edition(NOTEBOOKS[0].parent, tmp_path)
+    assert [p.name for p in written] == [p.name for p in NOTEBOOKS]
+    for src, out in zip(NOTEBOOKS, written, strict=True):
+        original = nbformat.read(src, as_version=4)
+        student = nbformat.read(out, as_version=4)
+        assert len(original.cells) == len(student.cells)
+        for a, b in zip(original.cells, student.cells, strict=True):
+            if "solution" in tags(a):
+                assert b.source == SOLUTION_STUB and b.outputs == []
+            else:
+                assert a.source == b.source
+    # The student edition runs: every cell before the first exercise check succeeds.
+    first = written[1]
+    nb = nbformat.read(first, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    first_solution = next(i for i, c in enumerate(code) if "solution" in tags(c))
+    replies = replay_run_all(first)
+    before = [r for r in replies[:first_solution] if "raises-exception" not in r.tags]
+    assert all(r.status == "ok" for r in before)

@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from labsupport.store import SQLiteStore
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -171,3 +173,40 @@ def test_sigterm_drains_refuses_new_rebuilds_and_exits_within_grace(
             assert http.get(f"/recommender/rebuild/{task_id}").json()["status"] == final
     finally:
         stop(after)
+
+
+def test_sigkill_mid_rebuild_loses_no_acknowledged_rating(tmp_path: Path) -> None:
+    db = tmp_path / "crash.db"
+    served = start(db, "--demo", "--build-delay", "10")
+    acknowledged = []
+    with httpx.Client(base_url=served.url, timeout=5) as http:
+        for movie in range(1, 21):
+            body = {"movie_id": movie, "user_id": 5000, "score": 1 + movie % 5}
+            if http.post("/ratings", json=body).status_code == 201:
+                acknowledged.append((5000, movie, 1 + movie % 5))
+        task_id = http.post("/recommender/rebuild").json()["task_id"]
+        deadline = time.monotonic() + 5
+        while http.get(f"/recommender/rebuild/{task_id}").json()["status"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    served.proc.kill()  # SIGKILL: no shutdown code runs at all
+    served.proc.wait(5)
+    stop(served)
+    after = start(db)
+    try:
+        with httpx.Client(base_url=after.url, timeout=5) as http:
+            status = http.get(f"/recommender/rebuild/{task_id}").json()
+            assert status["status"] == "interrupted" and status["error"]
+            recs = http.get("/recommendations/5000", params={"limit": 20}).json()
+            top_rated = {m for _, m, s in acknowledged if s == 5}
+            assert top_rated <= set(recs[: len(top_rated)])
+            new_id = http.post("/recommender/rebuild").json()["task_id"]
+            deadline = time.monotonic() + 20
+            while http.get(f"/recommender/rebuild/{new_id}").json()["status"] != "complete":
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+    finally:
+        stop(after)
+    with SQLiteStore(db) as store:
+        stored = {(r["user_id"], r["movie_id"], r["score"]) for r in store.list_ratings()}
+    assert set(acknowledged) <= stored

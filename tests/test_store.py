@@ -304,3 +304,17 @@ def test_readers_see_consistent_arrays(store: Store) -> None:
     assert seen
     assert store.count_ratings() == 80
     assert set(store.rating_arrays().scores.tolist()) == {5.0}
+
+
+def test_sqlite_rating_arrays_are_cached_until_a_write(tmp_path: Path) -> None:
+    with SQLiteStore(tmp_path / "c.db") as store, SQLiteStore(tmp_path / "c.db") as other:
+        store.add_movie("Heat", 1995, "Crime")
+        store.add_rating(1, 1, 4)
+        first = store.rating_arrays()
+        assert store.rating_arrays() is first  # nothing changed: no re-read
+        with pytest.raises(ValueError):
+            first.scores[0] = 5.0  # shared by every caller, so read-only
+        other.add_rating(2, 1, 5)  # a write through another connection
+        second = store.rating_arrays()
+        assert second is not first
+        assert second.user_ids.tolist() == [1, 2]

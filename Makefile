@@ -21,7 +21,9 @@ ifdef UV
 	uv pip install --python $(BIN)/python -c requirements/constraints.txt -e ".[$(EXTRAS)]"
 else
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements/constraints.txt -e ".[$(EXTRAS)]"
+	@echo "Installing the workbook and its pinned dependencies into $(VENV) (about a minute the first time)..."
+	@# -qq: errors only (some machines' pip configs add index warnings on every line)
+	$(BIN)/python -m pip install -qq --disable-pip-version-check -c requirements/constraints.txt -e ".[$(EXTRAS)]"
 endif
 	@touch $(STAMP)
 

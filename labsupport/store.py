@@ -622,9 +622,7 @@ class SQLiteStore(Store):
                 table = np.fromiter(self._con.execute(_SELECT_RATINGS), dtype=_RATING_DTYPE)
             finally:
                 self._con.execute("COMMIT")
-            columns = RatingArrays.from_columns(
-                table["user_id"], table["movie_id"], table["score"]
-            )
+            columns = RatingArrays.from_columns(table["user_id"], table["movie_id"], table["score"])
             for array in (columns.user_ids, columns.movie_ids, columns.scores):
                 array.flags.writeable = False
             self._columns = (version, columns)

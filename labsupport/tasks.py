@@ -123,7 +123,9 @@ class Builder(Protocol):
     ) -> Model: ...
 
 
-def _child_build(conn: Connection, ratings: RatingArrays, version: int, options: dict[str, Any]) -> None:
+def _child_build(
+    conn: Connection, ratings: RatingArrays, version: int, options: dict[str, Any]
+) -> None:
     """Run in the child process: build at low priority, report over ``conn``."""
     import os
 

@@ -181,9 +181,7 @@ def model_recs(model: Model, user: int) -> list[int]:
 
 
 def test_process_executor_reports_a_failing_build(store: MemoryStore) -> None:
-    service = RebuildService(
-        store, executor="process", build_options={"method": "no-such-method"}
-    )
+    service = RebuildService(store, executor="process", build_options={"method": "no-such-method"})
     task = service.rebuild_now()
     assert task.status is TaskStatus.FAILED
     assert task.error and "RuntimeError" in task.error

@@ -34,8 +34,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from labsupport import recommender
@@ -53,7 +54,14 @@ MAX_BODY_BYTES = 64 * 1024
 RETRY_AFTER_SECONDS = 1
 """What ``Retry-After`` says while a task is unfinished or a 503 is injected."""
 
-Id = Annotated[StrictInt, Field(ge=1, le=MAX_ID)]
+
+def _integral(value: object) -> object:
+    """JSON Schema's ``integer`` includes ``5.0``: read an integral float as that int."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Integral = BeforeValidator(_integral)  # after Field(...): the JSON schema keeps minimum/maximum
+Id = Annotated[StrictInt, Field(ge=1, le=MAX_ID), Integral]
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -70,7 +78,7 @@ class MovieIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     title: Annotated[StrictStr, Field(min_length=1, max_length=200)]
-    year: Annotated[StrictInt, Field(ge=1878, le=2100)]
+    year: Annotated[StrictInt, Field(ge=1878, le=2100), Integral]
     genre: Annotated[StrictStr, Field(min_length=1, max_length=50)]
 
 
@@ -86,7 +94,7 @@ class RatingIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     movie_id: Id
     user_id: Id
-    score: Annotated[StrictInt, Field(ge=1, le=5)]
+    score: Annotated[StrictInt, Field(ge=1, le=5), Integral]
 
 
 class TaskOut(BaseModel):
@@ -203,7 +211,7 @@ def create_app(
         """Say the server is up (and whether it accepts rebuilds)."""
         return {"status": "ok" if service.accepting else "shutting down"}
 
-    @app.post("/movies", status_code=201, tags=["movies"], responses=_errors(413, 422))
+    @app.post("/movies", status_code=201, tags=["movies"], responses=_errors(400, 413, 422))
     def add_movie(movie: MovieIn) -> MovieOut:
         """Add a movie to the catalogue."""
         return MovieOut(**store.add_movie(movie.title, movie.year, movie.genre).to_dict())
@@ -224,7 +232,7 @@ def create_app(
             raise HTTPException(404, f"movie {movie_id} does not exist")
         return MovieOut(**movie.to_dict())
 
-    @app.post("/ratings", status_code=201, tags=["ratings"], responses=_errors(404, 413, 422))
+    @app.post("/ratings", status_code=201, tags=["ratings"], responses=_errors(400, 404, 413, 422))
     def add_rating(rating: RatingIn) -> RatingIn:
         """Record a rating; rating the same movie again replaces the score."""
         try:
@@ -292,7 +300,7 @@ def create_app(
         response.headers["Location"] = f"/recommender/rebuild/{task.task_id}"
         return Queued(task_id=task.task_id, status=TaskStatus.QUEUED if created else task.status)
 
-    @app.get("/recommender/rebuild/{task_id}", tags=["recommender"], responses=_errors(404))
+    @app.get("/recommender/rebuild/{task_id}", tags=["recommender"], responses=_errors(404, 422))
     def rebuild_status(
         task_id: Annotated[str, Path(max_length=255)], response: Response
     ) -> TaskOut:
@@ -318,6 +326,16 @@ def create_app(
         )
         return ModelInfo(**summary, ratings_since_build=service.ratings_since_build())
 
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = FastAPI.openapi(app)  # builds and caches app.openapi_schema
+            # FastAPI's OpenAPI model types bounds as floats, so MAX_ID came out as
+            # 9.223372036854776e+18 (2**63); put pydantic's exact schemas back.
+            for model in (MovieIn, RatingIn):
+                schema["components"]["schemas"][model.__name__] = model.model_json_schema()
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 
@@ -355,7 +373,8 @@ def _task_out(task: Task, service: RebuildService) -> TaskOut:
     if task.status is TaskStatus.COMPLETE and model is not None:
         sample = recommender.recommend(model, 1, limit=3)
     data = task.to_dict()
-    data.pop("idempotency_key")
+    data.pop("idempotency_key")  # keys are the client's secrets: never echoed
+    data.pop("joined_keys")
     return TaskOut(**data, sample=sample)
 
 
@@ -432,8 +451,19 @@ def _install_guards(app: FastAPI, *, failure_rate: float, seed: int) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = exc.headers
+        if exc.status_code == 405:
+            # Starlette answers from the first route whose path matches (POST /movies
+            # for /movies), so its Allow names one method; list every route's.
+            allowed = {
+                method
+                for route in request.app.router.routes
+                if isinstance(route, Route) and route.matches(request.scope)[0] is not Match.NONE
+                for method in route.methods or ()
+            }
+            headers = {**(headers or {}), "Allow": ", ".join(sorted(allowed))}
         return JSONResponse(
-            {"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+            {"detail": str(exc.detail)}, status_code=exc.status_code, headers=headers
         )
 
     @app.exception_handler(Exception)

@@ -333,7 +333,7 @@ def create_app(
             # 9.223372036854776e+18 (2**63); put pydantic's exact schemas back.
             for model in (MovieIn, RatingIn):
                 schema["components"]["schemas"][model.__name__] = model.model_json_schema()
-        return app.openapi_schema
+        return FastAPI.openapi(app)  # the cached, corrected schema
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -34,6 +34,8 @@ lab: setup
 		--ServerApp.root_dir=notebooks notebooks/00_start_here.ipynb
 
 test: setup
+	$(BIN)/ruff check labsupport tests benchmarks
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 notebooks: setup

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._common import REPO_ROOT, Column, fmt
-from labsupport.workbook import KERNEL_NAME, notebook_paths
+from labsupport.workbook import notebook_paths, run_cells
 
 __all__ = ["COLUMNS", "DEFAULTS", "FLOOR_IMPORTS", "run", "time_notebook"]
 
@@ -70,20 +70,12 @@ def time_notebook(path: Path, *, timeout: int = 300) -> dict[str, Any]:
         (``"ok"`` or the error).
     """
     import nbformat
-    from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(
-        nb,
-        timeout=timeout,
-        kernel_name=KERNEL_NAME,
-        resources={"metadata": {"path": str(path.parent)}},
-        record_timing=True,
-    )
     status = "ok"
     started = time.perf_counter()
     try:
-        client.execute()
+        run_cells(nb, path.parent, timeout=timeout, record_timing=True)
     except Exception as exc:  # a failing notebook is reported, not fatal
         last = _ANSI.sub("", str(exc)).strip().splitlines()[-1]
         status = f"failed: {last[:200]}"

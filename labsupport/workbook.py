@@ -28,6 +28,7 @@ __all__ = [
     "notebook_parameters",
     "notebook_paths",
     "replay_run_all",
+    "run_cells",
     "student_edition",
 ]
 
@@ -67,6 +68,33 @@ def notebook_parameters(path: str | Path) -> dict[str, Any]:
     raise LookupError(msg)
 
 
+def run_cells(
+    nb: Any, folder: str | Path, *, timeout: int = 120, record_timing: bool = False
+) -> None:
+    """Execute a notebook object's cells in a fresh kernel, in place.
+
+    The kernel starts in ``folder`` (as JupyterLab starts it in the notebook's
+    own folder). With ``record_timing`` each code cell's metadata gets nbclient's
+    ``execution`` timestamps.
+
+    Raises:
+        nbclient.exceptions.CellExecutionError: a cell not tagged
+            ``raises-exception`` failed; the cells before it keep their outputs.
+    """
+    from nbclient import NotebookClient
+
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name=KERNEL_NAME,
+        resources={"metadata": {"path": str(folder)}},
+        record_timing=record_timing,
+    )
+    # The kernel process's own log (not cell output) would only add ipykernel's
+    # note about unencrypted local TCP; cells' stderr still reaches the notebook.
+    client.execute(stderr=subprocess.DEVNULL)
+
+
 def execute_notebook(path: str | Path, *, timeout: int = 120) -> None:
     """Run a notebook top to bottom in a fresh kernel and save it with its outputs.
 
@@ -78,20 +106,10 @@ def execute_notebook(path: str | Path, *, timeout: int = 120) -> None:
         nbclient.exceptions.CellExecutionError: a cell failed unexpectedly.
     """
     import nbformat
-    from nbclient import NotebookClient
 
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(
-        nb,
-        timeout=timeout,
-        kernel_name=KERNEL_NAME,
-        resources={"metadata": {"path": str(path.parent)}},
-        record_timing=False,
-    )
-    # The kernel process's own log (not cell output) would only add ipykernel's
-    # note about unencrypted local TCP; cells' stderr still reaches the notebook.
-    client.execute(stderr=subprocess.DEVNULL)
+    run_cells(nb, path.parent, timeout=timeout)
     nb.metadata.pop("widgets", None)
     nb.metadata["kernelspec"] = {
         "display_name": "Python 3",

@@ -23,12 +23,9 @@ def server(store: MemoryStore) -> Iterator[ServerHandle]:
 
 def test_rebuild_is_observed_queued_running_complete(server: ServerHandle) -> None:
     with httpx.Client(base_url=server.url, timeout=5) as http:
-        t0 = time.monotonic()
         r = http.post("/recommender/rebuild")
-        returned_in = time.monotonic() - t0
         assert r.status_code == 202 and r.json()["status"] == "queued"
-        assert returned_in < 0.5  # the 1 s build is not inside the request
-        seen, progress = [], []
+        seen, progress = ["queued"], []  # what the POST itself said
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             status = http.get(r.headers["Location"])
@@ -41,8 +38,8 @@ def test_rebuild_is_observed_queued_running_complete(server: ServerHandle) -> No
                 break
             assert status.headers["Retry-After"] == "1"
             time.sleep(0.05)
-        assert seen[-2:] == ["running", "complete"]
-        assert ["queued", *seen][:2] == ["queued", "running"] or seen[0] == "queued"
+        # the 1 s build was not inside the POST: polling saw it run, then finish
+        assert seen == ["queued", "running", "complete"]
         assert any(0 < p < 1 for p in progress)  # progress moves during the build
         assert progress == sorted(progress)
         recs = http.get("/recommendations/1", params={"limit": 2})
@@ -53,15 +50,11 @@ def test_rebuild_is_observed_queued_running_complete(server: ServerHandle) -> No
 def test_requests_are_served_while_a_rebuild_runs(server: ServerHandle) -> None:
     with httpx.Client(base_url=server.url, timeout=5) as http:
         http.post("/recommender/rebuild")
-        started = time.monotonic()
-        latencies = []
         for _ in range(10):
-            t = time.monotonic()
             assert http.get("/health").status_code == 200
-            latencies.append(time.monotonic() - t)
+        # ten answers came while the 1 s build had not ended
         still_running = http.get("/recommender/rebuild/task-1").json()["status"]
         assert still_running in ("queued", "running")
-        assert time.monotonic() - started < 1.0  # ten answers came before the build ended
 
 
 @pytest.mark.parametrize(

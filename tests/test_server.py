@@ -135,10 +135,8 @@ def test_stop_is_idempotent() -> None:
     events: list[str] = []
     srv = serve_in_thread(make_app(events))
     srv.stop()
-    started = time.monotonic()
     srv.stop()
     srv.stop(timeout=0)
-    assert time.monotonic() - started < 0.1
     assert events == ["startup", "shutdown"]
     assert not srv.is_running
 

@@ -57,7 +57,11 @@ def test_this_environment_has_the_pinned_versions() -> None:
 def test_conda_environment_installs_the_same_pins() -> None:
     text = (ROOT / "environment.yml").read_text()
     assert "-c requirements/constraints.txt" in text
-    assert re.search(r"-e \.\[lab,test\]", text)
+    # the same extras as `make setup`, less the developer tools
+    make_extras = re.search(r"^EXTRAS\s*:=\s*(\S+)", (ROOT / "Makefile").read_text(), re.M)
+    conda_extras = re.search(r"-e \.\[([\w,]+)\]", text)
+    assert make_extras is not None and conda_extras is not None
+    assert set(conda_extras.group(1).split(",")) == set(make_extras.group(1).split(",")) - {"dev"}
     python = re.search(r"- python=(\d+\.\d+)", text)
     assert python is not None
     assert SpecifierSet(PYPROJECT["requires-python"]).contains(python.group(1) + ".0")

@@ -21,6 +21,7 @@ All times are Unix timestamps in seconds (``time.time()``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import itertools
@@ -44,7 +45,10 @@ from labsupport.recommender import Model, build_model
 from labsupport.store import Store
 
 __all__ = [
+    "EXECUTORS",
     "FINAL_STATES",
+    "PROCESS_MIN_RATINGS",
+    "BuildProcess",
     "RebuildService",
     "ServiceClosedError",
     "Task",
@@ -141,13 +145,10 @@ def _column_views(buffer: Any, n: int) -> list[npt.NDArray[Any]]:
     return views
 
 
-def _child_build(
+def _build_one(
     conn: Connection, shm_name: str, n: int, version: int, options: dict[str, Any]
 ) -> None:
-    """Run in the child process: build at low priority, report over ``conn``."""
-    import os
-
-    os.nice(10)  # the API process keeps priority for the CPU
+    """In the child: build one model from shared memory and report over ``conn``."""
     shm = shared_memory.SharedMemory(name=shm_name)
     try:
         ratings = RatingArrays(*_column_views(shm.buf, n))
@@ -163,8 +164,144 @@ def _child_build(
     except Exception as exc:  # reported to the parent, which marks the task failed
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
     finally:
-        conn.close()
         shm.close()
+
+
+def _child_main(conn: Connection) -> None:
+    """The build process's life: lower its priority, then build whatever it is sent."""
+    import os
+
+    os.nice(10)  # the API process keeps priority for the CPU
+    with conn:
+        while True:
+            try:
+                request = conn.recv()
+            except EOFError:  # the parent went away
+                return
+            if request is None:  # asked to stop
+                return
+            _build_one(conn, *request)
+
+
+class BuildProcess:
+    """One long-lived child process that builds models for this process.
+
+    The child runs at lower priority (``nice`` 10) with BLAS limited to one
+    thread, so a server in this process keeps answering quickly while it
+    works; threads alone cannot promise that, because of the GIL. It is
+    started once (with ``spawn``, which is safe in a process that runs
+    threads) and reused: starting Python with numpy and scipy costs about a
+    second of CPU, and paying that at every rebuild put the start-up, not
+    the build, inside the window where requests slowed down. A child that
+    dies is replaced at the next build.
+
+    The ratings travel in one block of shared memory (three array copies
+    that release the GIL) rather than pickled through the pipe, which would
+    hold the GIL for a fifth of a second at ML-10M size; the finished model
+    comes back pickled (a few MB: under a millisecond to unpickle).
+    """
+
+    def __init__(self) -> None:
+        self._ctx = multiprocessing.get_context("spawn")
+        self._lock = threading.Lock()  # one build at a time through the pipe
+        self._proc: Any = None
+        self._conn: Connection | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id, or ``None`` when no child is running."""
+        return self._proc.pid if self._proc is not None and self._proc.is_alive() else None
+
+    def start(self) -> None:
+        """Start the child now (it imports numpy in the background) unless it runs already."""
+        with self._lock:
+            self._ensure_started()
+
+    def _ensure_started(self) -> Connection:
+        if self._proc is not None and self._proc.is_alive() and self._conn is not None:
+            return self._conn
+        self._stop_child()
+        parent, child = self._ctx.Pipe(duplex=True)
+        proc = self._ctx.Process(
+            target=_child_main, args=(child,), name="labsupport-build", daemon=True
+        )
+        proc.start()
+        child.close()
+        self._proc, self._conn = proc, parent
+        return parent
+
+    def build(
+        self,
+        ratings: Any,
+        *,
+        version: int,
+        progress: Callable[[float], None] | None = None,
+        **options: Any,
+    ) -> Model:
+        """Build a model in the child and return it; see :func:`build_in_process`."""
+        columns = as_rating_arrays(ratings)
+        n = len(columns)
+        size = sum(n * np.dtype(dtype).itemsize for _, dtype in _COLUMNS)
+        shm = shared_memory.SharedMemory(create=True, size=max(size, 1))
+        try:
+            for view, (name, _) in zip(_column_views(shm.buf, n), _COLUMNS, strict=True):
+                np.copyto(view, getattr(columns, name))
+            del view  # no view may outlive the block
+            with self._lock:
+                conn = self._ensure_started()
+                try:
+                    conn.send((shm.name, n, version, options))
+                    return self._receive(conn, progress)
+                except (EOFError, OSError):
+                    code = self._proc.exitcode if self._proc is not None else None
+                    self._stop_child()
+                    msg = f"the build process died (exit code {code}) before finishing"
+                    raise RuntimeError(msg) from None
+        finally:
+            shm.close()
+            shm.unlink()
+
+    @staticmethod
+    def _receive(conn: Connection, progress: Callable[[float], None] | None) -> Model:
+        while True:
+            kind, value = conn.recv()
+            if kind == "progress" and progress is not None:
+                progress(float(value))
+            elif kind == "done":
+                model: Model = dataclasses.replace(value)  # __post_init__ freezes arrays again
+                return model
+            elif kind == "error":
+                raise RuntimeError(value)
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Ask the child to stop; kill it if it is still busy after ``timeout`` seconds."""
+        acquired = self._lock.acquire(timeout=timeout)
+        try:
+            if acquired and self._conn is not None:
+                with contextlib.suppress(OSError):
+                    self._conn.send(None)
+            self._stop_child(timeout)
+        finally:
+            if acquired:
+                self._lock.release()
+
+    def _stop_child(self, timeout: float = 0.0) -> None:
+        proc, conn = self._proc, self._conn
+        self._proc = self._conn = None
+        if proc is not None:
+            proc.join(timeout)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
+            proc.close()
+        if conn is not None:
+            conn.close()
+
+    def __enter__(self) -> BuildProcess:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def build_in_process(
@@ -176,58 +313,28 @@ def build_in_process(
 ) -> Model:
     """Build a model in a fresh child process and hand back only the result.
 
-    The child runs at lower priority (``nice`` 10) with BLAS limited to one
-    thread, so a server in this process keeps answering quickly while it
-    works; threads alone cannot promise that, because of the GIL. The
-    ratings travel in one block of shared memory (three array copies, which
-    release the GIL) rather than pickled through a pipe, which would hold
-    the GIL for a fifth of a second at ML-10M size. The child is started with
-    ``spawn`` (safe in a process that runs threads) and costs about a second
-    to start, so this pays off for large rating sets.
+    A one-off :class:`BuildProcess`: handy in scripts and tests. A service
+    keeps one :class:`BuildProcess` alive instead and saves the second or so
+    a new Python process takes to start.
 
     Raises:
         RuntimeError: the build raised in the child (its message is kept),
             or the child died without an answer.
     """
-    columns = as_rating_arrays(ratings)
-    n = len(columns)
-    size = sum(n * np.dtype(dtype).itemsize for _, dtype in _COLUMNS)
-    shm = shared_memory.SharedMemory(create=True, size=max(size, 1))
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(
-        target=_child_build,
-        args=(child, shm.name, n, version, options),
-        name=f"labsupport-build-v{version}",
-        daemon=True,
-    )
-    try:
-        for view, (name, _) in zip(_column_views(shm.buf, n), _COLUMNS, strict=True):
-            np.copyto(view, getattr(columns, name))
-        del view  # no view may outlive the block
-        proc.start()
-        child.close()
-        while True:
-            try:
-                kind, value = parent.recv()
-            except EOFError:
-                msg = f"the build process died (exit code {proc.exitcode}) before finishing"
-                raise RuntimeError(msg) from None
-            if kind == "progress" and progress is not None:
-                progress(float(value))
-            elif kind == "done":
-                model: Model = dataclasses.replace(value)  # __post_init__ freezes arrays again
-                return model
-            elif kind == "error":
-                raise RuntimeError(value)
-    finally:
-        parent.close()
-        if proc.pid is not None:
-            proc.join(5)
-            if proc.is_alive():
-                proc.kill()
-        shm.close()
-        shm.unlink()
+    with BuildProcess() as worker:
+        return worker.build(ratings, version=version, progress=progress, **options)
+
+
+EXECUTORS = ("auto", "thread", "process")
+"""Where :class:`RebuildService` can run its builds."""
+
+PROCESS_MIN_RATINGS = 100_000
+"""From this many ratings, ``executor="auto"`` builds in a :class:`BuildProcess`.
+
+Below it a build takes milliseconds (ml-100k: about 50 ms), less than the
+round trip to a child process; above it, a build in a thread holds the GIL
+and a core long enough to slow requests down (see ``benchmarks/``).
+"""
 
 
 class ServiceClosedError(RuntimeError):
@@ -264,9 +371,12 @@ class RebuildService:
             ``running`` state long enough to see on a small catalogue.
         executor: where the default builder runs: ``"thread"`` (a daemon
             thread in this process: no start-up cost, but it competes with
-            request handling for the GIL and the cores) or ``"process"``
-            (:func:`build_in_process`: a child process at low priority with
-            one BLAS thread, which keeps request latency flat on big data).
+            request handling for the GIL and the cores), ``"process"`` (a
+            :class:`BuildProcess`: a long-lived child at low priority with
+            one BLAS thread, which keeps request latency flat on big data;
+            started with the service) or ``"auto"`` (the default: a thread
+            below :data:`PROCESS_MIN_RATINGS` ratings, where a build takes
+            a few milliseconds, the child process from there on).
         idempotency_ttl: how long an ``Idempotency-Key`` keeps returning the
             same task, in seconds.
         task_id_factory: makes task ids; random UUIDs by default.
@@ -280,7 +390,7 @@ class RebuildService:
         build: Builder | None = None,
         build_options: Mapping[str, Any] | None = None,
         build_delay: float = 0.0,
-        executor: str = "thread",
+        executor: str = "auto",
         idempotency_ttl: float = 24 * 3600.0,
         task_id_factory: Callable[[], str] | None = None,
         clock: Callable[[], float] = time.time,
@@ -289,10 +399,11 @@ class RebuildService:
         self._options = dict(build_options or {})
         self._build: Builder = build or self._default_build
         self.build_delay = build_delay
-        if executor not in ("thread", "process"):
-            msg = f"executor must be 'thread' or 'process', got {executor!r}"
+        if executor not in EXECUTORS:
+            msg = f"executor must be one of {', '.join(map(repr, EXECUTORS))}, got {executor!r}"
             raise ValueError(msg)
         self.executor = executor
+        self._worker = None if executor == "thread" else BuildProcess()
         self.idempotency_ttl = idempotency_ttl
         self._new_id = task_id_factory or _uuid_id
         self._clock = clock
@@ -307,6 +418,10 @@ class RebuildService:
         self._accepting = True
         self._closed_at = 0.0
         self._restore()
+        if self._worker is not None and (
+            executor == "process" or store.count_ratings() >= PROCESS_MIN_RATINGS
+        ):
+            self._worker.start()  # pay the child's start-up now, not in the first rebuild
 
     # -- reading -----------------------------------------------------------
 
@@ -460,6 +575,8 @@ class RebuildService:
                     )
         if interrupted:
             logger.warning("interrupted %d unfinished rebuild(s) at shutdown", len(interrupted))
+        if self._worker is not None:
+            self._worker.close(timeout=0.5)  # a build still running there is discarded anyway
         return interrupted
 
     # -- internals -----------------------------------------------------------
@@ -467,8 +584,10 @@ class RebuildService:
     def _default_build(
         self, ratings: Any, *, version: int, progress: Callable[[float], None]
     ) -> Model:
-        if self.executor == "process":
-            return build_in_process(ratings, version=version, progress=progress, **self._options)
+        if self._worker is not None and (
+            self.executor == "process" or len(ratings) >= PROCESS_MIN_RATINGS
+        ):
+            return self._worker.build(ratings, version=version, progress=progress, **self._options)
         # One BLAS thread: the other core stays free for requests (measured at ML-1M:
         # p99 during a build 3.5x -> 2.0x idle, throughput 57% -> 69% of idle).
         with threadpool_limits(limits=1):

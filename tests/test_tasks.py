@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -185,6 +186,68 @@ def test_process_executor_reports_a_failing_build(store: MemoryStore) -> None:
     task = service.rebuild_now()
     assert task.status is TaskStatus.FAILED
     assert task.error and "RuntimeError" in task.error
+
+
+def test_build_process_is_reused_and_replaced_when_it_dies(store: MemoryStore) -> None:
+    import os
+    import signal
+
+    from labsupport.tasks import BuildProcess
+
+    ratings = store.rating_arrays()
+    with BuildProcess() as worker:
+        first = worker.build(ratings, version=1, rank=2)
+        pid = worker.pid
+        second = worker.build(ratings, version=2, rank=2)
+        assert pid is not None and worker.pid == pid  # one child, started once
+        assert (first.version, second.version) == (1, 2)
+        os.kill(pid, signal.SIGKILL)  # e.g. the OOM killer, between two builds
+        deadline = time.monotonic() + 10
+        while worker._proc.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        third = worker.build(ratings, version=3, rank=2)  # a new child takes over
+        assert third.version == 3 and worker.pid not in (None, pid)
+    assert worker.pid is None  # closed with the context
+
+
+def test_a_build_process_killed_mid_build_fails_that_build_only(store: MemoryStore) -> None:
+    import os
+    import signal
+
+    from labsupport.tasks import BuildProcess
+
+    from labsupport.data import synthetic_shape
+
+    ratings = synthetic_shape("ml-100k", seed=0)  # big enough that the build outlasts the kill
+    with BuildProcess() as worker:
+
+        def kill_child(fraction: float) -> None:  # runs in this process at the first report
+            assert worker.pid is not None
+            os.kill(worker.pid, signal.SIGKILL)
+
+        with pytest.raises(RuntimeError, match="build process died"):
+            worker.build(ratings, version=1, progress=kill_child)
+        assert worker.build(store.rating_arrays(), version=2, rank=2).version == 2
+
+
+def test_a_service_keeps_one_build_process_and_stops_it_at_shutdown(store: MemoryStore) -> None:
+    service = RebuildService(store, executor="process", build_options={"rank": 2})
+    worker = service._worker
+    assert worker is not None
+    pids = set()
+    for _ in range(2):
+        assert service.rebuild_now().status is TaskStatus.COMPLETE
+        pids.add(worker.pid)
+    assert len(pids) == 1 and None not in pids
+    service.shutdown(grace=1)
+    assert worker.pid is None
+
+
+def test_auto_executor_keeps_small_builds_in_this_process(store: MemoryStore) -> None:
+    service = RebuildService(store, build_options={"rank": 2})  # executor="auto"
+    assert service.executor == "auto"
+    assert service.rebuild_now().status is TaskStatus.COMPLETE
+    assert service._worker is not None and service._worker.pid is None  # no child started
 
 
 def test_executor_is_checked(store: MemoryStore) -> None:

@@ -89,6 +89,9 @@ def measure_build(shape: Shape, design: str, *, repeats: int = 1, seed: int = 0)
 
 def measure_store_path(shape: Shape, *, seed: int = 0) -> dict[str, Any]:
     """Time SQLite load, ``rating_arrays()`` and ``build_model`` on synthetic ``shape``."""
+    import numpy as np
+
+    from labsupport._types import RatingArrays
     from labsupport.recommender import build_model
     from labsupport.store import SQLiteStore
 
@@ -100,8 +103,19 @@ def measure_store_path(shape: Shape, *, seed: int = 0) -> dict[str, Any]:
             store.add_ratings(ratings)
             load = time.perf_counter() - t0
             t0 = time.perf_counter()
-            arrays = store.rating_arrays()
+            n_loaded = len(store.rating_arrays())
             read = time.perf_counter() - t0
+            # what a running service's next rebuild reads: 1,000 new ratings merged in
+            rng = np.random.default_rng(seed + 1)
+            users, movies = np.unique(ratings.user_ids), np.unique(ratings.movie_ids)
+            store.add_ratings(
+                RatingArrays.from_columns(
+                    rng.choice(users, 1_000), rng.choice(movies, 1_000), rng.integers(1, 6, 1_000)
+                )
+            )
+            t0 = time.perf_counter()
+            arrays = store.rating_arrays()
+            reread = time.perf_counter() - t0
         finally:
             store.close()
         t0 = time.perf_counter()
@@ -110,11 +124,13 @@ def measure_store_path(shape: Shape, *, seed: int = 0) -> dict[str, Any]:
     return {
         "shape": shape if isinstance(shape, str) else list(shape),
         "design": "store",
-        "n_ratings": model.n_ratings,
+        "n_ratings": n_loaded,
         "load_seconds": round(load, 3),
         "read_seconds": round(read, 3),
         "build_seconds": round(build, 3),
         "read_share": round(read / (read + build), 3),
+        "reread_seconds": round(reread, 3),
+        "reread_share": round(reread / (reread + build), 3),
     }
 
 

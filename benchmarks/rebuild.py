@@ -65,9 +65,11 @@ STORE_COLUMNS: list[Column] = [
     ("shape", "shape", fmt("")),
     ("n_ratings", "ratings", fmt(",d")),
     ("load_seconds", "SQLite load s", fmt(".2f")),
-    ("read_seconds", "rating_arrays s", fmt(".2f")),
+    ("read_seconds", "first read s", fmt(".2f")),
+    ("reread_seconds", "read +1k s", fmt(".3f")),
     ("build_seconds", "build s", fmt(".2f")),
-    ("read_share", "read share", fmt(".0%")),
+    ("read_share", "first read share", fmt(".0%")),
+    ("reread_share", "read +1k share", fmt(".0%")),
 ]
 
 
@@ -172,15 +174,19 @@ def _targets(by: dict[tuple[str, str], dict[str, Any]], store: dict[str, Any]) -
                 "met": bool(peak and peak < MEMORY_TARGET_25M_MIB),
             }
         )
-    if store.get("read_share") is not None:
+    if store.get("reread_share") is not None:
+        # A service reads the whole table once, when it starts (RebuildService
+        # warms the cache then); each rebuild reads only the rows written since.
         targets.append(
             {
-                "name": "ml-1m SQLite read vs build",
+                "name": "ml-1m SQLite read vs build, per rebuild",
                 "target": "reading ratings does not dominate (< 50 % of read + build)",
-                "measured": f"{store['read_share']:.0%} "
-                f"({store['read_seconds']:.2f} s read, {store['build_seconds']:.2f} s build)",
-                "value": store["read_share"],
-                "met": store["read_share"] < 0.5,
+                "measured": f"{store['reread_share']:.0%} "
+                f"({store['reread_seconds']:.3f} s to merge 1,000 new ratings, "
+                f"{store['build_seconds']:.2f} s build; the first full read, at start-up: "
+                f"{store['read_seconds']:.2f} s = {store['read_share']:.0%})",
+                "value": store["reread_share"],
+                "met": store["reread_share"] < 0.5,
             }
         )
     return targets

@@ -16,6 +16,7 @@ Exceptions raised here:
 from __future__ import annotations
 
 import abc
+import itertools
 import json
 import math
 import operator
@@ -474,6 +475,7 @@ CREATE TABLE IF NOT EXISTS movies (
 );
 CREATE TABLE IF NOT EXISTS ratings (
     user_id INTEGER NOT NULL, movie_id INTEGER NOT NULL, score REAL NOT NULL,
+    seq INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (user_id, movie_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS tasks (
@@ -482,14 +484,52 @@ CREATE TABLE IF NOT EXISTS tasks (
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO counters VALUES ('ratings_version', 0);
 """
+# seq: the ratings_version the row was last written at, so a reader holding
+# the columns of version v re-reads only the rows with seq > v.
 _UPSERT_RATING = (
-    "INSERT INTO ratings (user_id, movie_id, score) VALUES (?, ?, ?) "
-    "ON CONFLICT (user_id, movie_id) DO UPDATE SET score = excluded.score"
+    "INSERT INTO ratings (user_id, movie_id, score, seq) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (user_id, movie_id) DO UPDATE SET score = excluded.score, seq = excluded.seq"
 )
+_SEQ_INDEX = "CREATE INDEX IF NOT EXISTS ratings_by_seq ON ratings (seq)"
 _SELECT_VERSION = "SELECT value FROM counters WHERE name = 'ratings_version'"
 _BUMP_VERSION = "UPDATE counters SET value = value + ? WHERE name = 'ratings_version'"
 _SELECT_RATINGS = "SELECT user_id, movie_id, score FROM ratings ORDER BY user_id, movie_id"
+_SELECT_CHANGED = (
+    "SELECT user_id, movie_id, score FROM ratings WHERE seq > ? ORDER BY user_id, movie_id"
+)
+_MERGE_MAX_SHARE = 0.05  # more changed rows than this share of the table: re-read it all
 _RATING_DTYPE = np.dtype([("user_id", np.int64), ("movie_id", np.int64), ("score", np.float64)])
+
+
+def _merge_sorted(base: RatingArrays, changed: RatingArrays) -> RatingArrays:
+    """Merge ``changed`` rows into ``base``, both sorted by (user, movie); new scores win.
+
+    Rows whose (user, movie) pair is in ``base`` get their new score; the
+    others are inserted where they keep the order.
+    """
+    users, movies = base.user_ids, base.movie_ids
+    lo = np.searchsorted(users, changed.user_ids, side="left")
+    hi = np.searchsorted(users, changed.user_ids, side="right")
+    # within each user's run, find the movie (runs are short: a Python loop is fine)
+    at = np.array(
+        [
+            start + int(np.searchsorted(movies[start:stop], movie))
+            for start, stop, movie in zip(
+                lo.tolist(), hi.tolist(), changed.movie_ids.tolist(), strict=True
+            )
+        ],
+        dtype=np.intp,
+    )
+    found = at < hi
+    found[found] = movies[at[found]] == changed.movie_ids[found]
+    scores = base.scores.copy()  # the cached columns may be in use by a running build
+    scores[at[found]] = changed.scores[found]
+    new = ~found
+    return RatingArrays(
+        np.insert(users, at[new], changed.user_ids[new]),
+        np.insert(movies, at[new], changed.movie_ids[new]),
+        np.insert(scores, at[new], changed.scores[new]),
+    )
 
 
 class SQLiteStore(Store):
@@ -519,6 +559,12 @@ class SQLiteStore(Store):
             # crash) can lose the last few committed transactions.
             self._con.execute("PRAGMA synchronous=NORMAL")
             self._con.executescript(_SCHEMA)
+            columns = [row[1] for row in self._con.execute("PRAGMA table_info(ratings)")]
+            if "seq" not in columns:  # a file from before incremental reads
+                self._con.execute(
+                    "ALTER TABLE ratings ADD COLUMN seq INTEGER NOT NULL DEFAULT 0"
+                )
+            self._con.execute(_SEQ_INDEX)
         except BaseException:
             self._con.close()
             raise
@@ -578,8 +624,9 @@ class SQLiteStore(Store):
             if con.execute("SELECT 1 FROM movies WHERE id = ?", (movie,)).fetchone() is None:
                 msg = f"movie {movie} does not exist; add it first or check the id"
                 raise UnknownMovieError(msg)
-            con.execute(_UPSERT_RATING, (user, movie, value))
             con.execute(_BUMP_VERSION, (1,))
+            seq = con.execute(_SELECT_VERSION).fetchone()[0]
+            con.execute(_UPSERT_RATING, (user, movie, value, seq))
         return _row(user, movie, value)
 
     def add_ratings(self, ratings: RatingArrays) -> int:
@@ -591,12 +638,16 @@ class SQLiteStore(Store):
         # fill one after another).  lexsort is stable: repeats keep their order,
         # so the last one still wins.
         order = np.lexsort((movies, users))
-        rows = zip(
-            users[order].tolist(), movies[order].tolist(), scores[order].tolist(), strict=True
-        )
         with self._write() as con:
-            con.executemany(_UPSERT_RATING, rows)
             con.execute(_BUMP_VERSION, (n,))
+            seq = con.execute(_SELECT_VERSION).fetchone()[0]
+            rows = zip(
+                users[order].tolist(),
+                movies[order].tolist(),
+                scores[order].tolist(),
+                itertools.repeat(seq),
+            )
+            con.executemany(_UPSERT_RATING, rows)
         return n
 
     def list_ratings(self) -> list[dict[str, int | float]]:
@@ -605,28 +656,39 @@ class SQLiteStore(Store):
         return [_row(u, m, s) for u, m, s in rows]
 
     def rating_arrays(self) -> RatingArrays:
-        """Return the ratings as columns, re-read only after a write.
+        """Return the ratings as columns, reading only what changed since last time.
 
         Turning a million rows into numpy arrays costs about half a second,
         more than the model build itself, so the columns are cached with the
-        ``ratings_version`` they were read at. The counter lives in the same
-        file, so writes from other connections invalidate the cache too. The
-        cached arrays are read-only, since every caller shares them.
+        ``ratings_version`` they were read at. After a write, only the rows
+        written since (``seq`` greater than the cached version) are read and
+        merged in; a full re-read happens the first time, or when more than
+        5 % of the table changed. The counter lives in the same file, so
+        writes from other connections (another server process) are seen
+        too. The cached arrays are read-only, since every caller shares them.
         """
         with self._lock:
             self._con.execute("BEGIN")  # one read transaction: one consistent snapshot
             try:
                 version = self._con.execute(_SELECT_VERSION).fetchone()[0]
-                if self._columns is not None and self._columns[0] == version:
-                    return self._columns[1]
-                table = np.fromiter(self._con.execute(_SELECT_RATINGS), dtype=_RATING_DTYPE)
+                cached = self._columns
+                if cached is not None and cached[0] == version:
+                    return cached[1]
+                if cached is not None and version - cached[0] <= _MERGE_MAX_SHARE * len(cached[1]):
+                    changed = self._fetch(_SELECT_CHANGED, (cached[0],))
+                    columns = _merge_sorted(cached[1], changed)
+                else:
+                    columns = self._fetch(_SELECT_RATINGS)
             finally:
                 self._con.execute("COMMIT")
-            columns = RatingArrays.from_columns(table["user_id"], table["movie_id"], table["score"])
             for array in (columns.user_ids, columns.movie_ids, columns.scores):
                 array.flags.writeable = False
             self._columns = (version, columns)
             return columns
+
+    def _fetch(self, sql: str, params: tuple[Any, ...] = ()) -> RatingArrays:
+        table = np.fromiter(self._con.execute(sql, params), dtype=_RATING_DTYPE)
+        return RatingArrays.from_columns(table["user_id"], table["movie_id"], table["score"])
 
     def count_ratings(self) -> int:
         return int(self._one("SELECT COUNT(*) FROM ratings"))

@@ -421,7 +421,13 @@ class RebuildService:
         if self._worker is not None and (
             executor == "process" or store.count_ratings() >= PROCESS_MIN_RATINGS
         ):
-            self._worker.start()  # pay the child's start-up now, not in the first rebuild
+            # Pay the one-off costs now, not inside the first rebuild: the child's
+            # start-up, and the store's first full read of the ratings (later
+            # reads merge only the rows written since).
+            self._worker.start()
+            threading.Thread(
+                target=store.rating_arrays, name="warm-ratings-cache", daemon=True
+            ).start()
 
     # -- reading -----------------------------------------------------------
 

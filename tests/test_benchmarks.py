@@ -72,7 +72,8 @@ def test_store_path_times_read_and_build_separately() -> None:
     out = measure_store_path(TINY)
     assert out["n_ratings"] == TINY[2]
     assert 0.0 <= out["read_share"] <= 1.0
-    assert {"load_seconds", "read_seconds", "build_seconds"} <= set(out)
+    assert {"load_seconds", "read_seconds", "build_seconds", "reread_seconds"} <= set(out)
+    assert 0.0 <= out["reread_share"] <= 1.0
 
 
 def test_ranking_metrics_by_hand() -> None:

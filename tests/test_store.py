@@ -318,3 +318,68 @@ def test_sqlite_rating_arrays_are_cached_until_a_write(tmp_path: Path) -> None:
         second = store.rating_arrays()
         assert second is not first
         assert second.user_ids.tolist() == [1, 2]
+
+
+def _fresh_read(path: Path) -> RatingArrays:
+    with SQLiteStore(path) as fresh:
+        return fresh.rating_arrays()
+
+
+def test_sqlite_incremental_reads_match_a_full_read(tmp_path: Path) -> None:
+    """Small writes are merged into the cached columns; the result equals a fresh full read."""
+    rng = np.random.default_rng(7)
+    path = tmp_path / "m.db"
+    with SQLiteStore(path) as store, SQLiteStore(path) as other:
+        store.add_movies([(f"Movie {i}", 2000, "Drama") for i in range(40)])
+        base = RatingArrays.from_columns(
+            rng.integers(10, 60, 2_000), rng.integers(1, 41, 2_000), rng.integers(1, 6, 2_000)
+        )
+        store.add_ratings(base)
+        store.rating_arrays()  # the cache every later read starts from
+        for round_ in range(12):
+            writer = other if round_ % 3 == 0 else store  # another connection writes too
+            n = int(rng.integers(1, 40))
+            # users below, inside and above the cached range; re-ratings and new pairs
+            writer.add_ratings(
+                RatingArrays.from_columns(
+                    rng.integers(1, 80, n), rng.integers(1, 41, n), rng.integers(1, 6, n)
+                )
+            )
+            if round_ % 4 == 1:
+                writer.add_rating(int(rng.integers(1, 80)), int(rng.integers(1, 41)), 3)
+            merged, full = store.rating_arrays(), _fresh_read(path)
+            for name in ("user_ids", "movie_ids", "scores"):
+                np.testing.assert_array_equal(getattr(merged, name), getattr(full, name))
+
+
+def test_sqlite_merge_leaves_the_previous_columns_untouched(tmp_path: Path) -> None:
+    with SQLiteStore(tmp_path / "u.db") as store:
+        store.add_movies([("Heat", 1995, "Crime"), ("Ran", 1985, "War")])
+        store.add_ratings(RatingArrays.from_columns(np.arange(1, 101), np.ones(100), np.ones(100)))
+        before = store.rating_arrays()
+        snapshot = before.scores.copy()
+        store.add_rating(5, 1, 5)  # re-rate: a build may still be reading `before`
+        store.add_rating(5, 2, 4)  # a new pair
+        after = store.rating_arrays()
+        np.testing.assert_array_equal(before.scores, snapshot)
+        assert len(after) == 101 and after.scores[4] == 5.0 and after.movie_ids[5] == 2
+
+
+def test_sqlite_files_from_before_the_seq_column_still_open(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    con = sqlite3.connect(path)
+    con.executescript(
+        """
+        CREATE TABLE movies (id INTEGER PRIMARY KEY, title TEXT NOT NULL,
+                             year INTEGER NOT NULL, genre TEXT NOT NULL);
+        CREATE TABLE ratings (user_id INTEGER NOT NULL, movie_id INTEGER NOT NULL,
+                              score REAL NOT NULL, PRIMARY KEY (user_id, movie_id)) WITHOUT ROWID;
+        INSERT INTO movies VALUES (1, 'Heat', 1995, 'Crime');
+        INSERT INTO ratings VALUES (1, 1, 4.0);
+        """
+    )
+    con.close()
+    with SQLiteStore(path) as store:
+        assert store.rating_arrays().scores.tolist() == [4.0]
+        store.add_rating(2, 1, 5)
+        assert store.rating_arrays().user_ids.tolist() == [1, 2]

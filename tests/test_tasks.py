@@ -250,6 +250,21 @@ def test_auto_executor_keeps_small_builds_in_this_process(store: MemoryStore) ->
     assert service._worker is not None and service._worker.pid is None  # no child started
 
 
+def test_auto_executor_moves_big_builds_to_the_build_process(
+    store: MemoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import labsupport.tasks
+
+    monkeypatch.setattr(labsupport.tasks, "PROCESS_MIN_RATINGS", 1)  # "big" from one rating
+    service = RebuildService(store, build_options={"rank": 2})
+    worker = service._worker
+    assert worker is not None and worker.pid is not None  # started with the service
+    task = service.rebuild_now()
+    assert task.status is TaskStatus.COMPLETE and service.model is not None
+    service.shutdown(grace=1)
+    assert worker.pid is None
+
+
 def test_executor_is_checked(store: MemoryStore) -> None:
     with pytest.raises(ValueError, match="executor"):
         RebuildService(store, executor="gpu")

@@ -119,7 +119,7 @@ def measure_store_path(shape: Shape, *, seed: int = 0) -> dict[str, Any]:
         finally:
             store.close()
         t0 = time.perf_counter()
-        model = build_model(arrays)
+        build_model(arrays)
         build = time.perf_counter() - t0
     return {
         "shape": shape if isinstance(shape, str) else list(shape),

@@ -46,7 +46,7 @@ from labsupport.data import synthetic_shape
 from labsupport.recommender import Model, build_model
 from labsupport.server import serve_in_thread
 from labsupport.store import MemoryStore
-from labsupport.tasks import RebuildService, build_in_process
+from labsupport.tasks import BuildProcess, RebuildService
 
 __all__ = ["VARIANTS", "FirstThenBuild", "main", "make_app"]
 
@@ -59,19 +59,24 @@ class FirstThenBuild:
     Passing this as ``RebuildService(build=...)`` lets the first
     ``rebuild_now()`` install a model built once for all variants; every
     later call does exactly what ``RebuildService``'s default builder does
-    for ``executor`` (``build_model`` here, or ``build_in_process``).
+    for ``executor`` (``build_model`` here, or a long-lived
+    :class:`~labsupport.tasks.BuildProcess`, started now as the service
+    starts its own).
     """
 
     def __init__(self, first: Model, executor: str) -> None:
         self._first: Model | None = first
         self.executor = executor
+        self._worker = BuildProcess() if executor == "process" else None
+        if self._worker is not None:
+            self._worker.start()
 
     def __call__(self, ratings: Any, *, version: int, progress: Callable[[float], None]) -> Model:
         if self._first is not None:
             model, self._first = self._first, None
             return dataclasses.replace(model, version=version)
-        if self.executor == "process":
-            return build_in_process(ratings, version=version, progress=progress)
+        if self._worker is not None:
+            return self._worker.build(ratings, version=version, progress=progress)
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(limits=1):  # as RebuildService's thread executor does

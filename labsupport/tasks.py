@@ -403,7 +403,8 @@ class RebuildService:
             msg = f"executor must be one of {', '.join(map(repr, EXECUTORS))}, got {executor!r}"
             raise ValueError(msg)
         self.executor = executor
-        self._worker = None if executor == "thread" else BuildProcess()
+        # a custom builder runs where it likes; only the default one needs the child
+        self._worker = None if executor == "thread" or build is not None else BuildProcess()
         self.idempotency_ttl = idempotency_ttl
         self._new_id = task_id_factory or _uuid_id
         self._clock = clock

@@ -5,21 +5,27 @@ Examples::
     python -m labsupport serve                      # empty SQLite store in ./labsupport.db
     python -m labsupport serve --demo --port 8000   # built-in catalogue and ratings
     python -m labsupport student-edition student/   # notebooks without solutions
+
+    # two API processes sharing state in Redis, rebuilds on an RQ worker
+    python -m labsupport serve --redis redis://127.0.0.1:6379/0 --queue rq --port 8001
+    python -m labsupport serve --redis redis://127.0.0.1:6379/0 --queue rq --port 8002
+    python -m labsupport worker --redis redis://127.0.0.1:6379/0 --db labsupport.db
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import sys
 import threading
-import warnings
 from collections.abc import Sequence
 from types import FrameType
 
 import uvicorn
 
-from labsupport.tasks import RebuildService
+from labsupport.ratelimit import REBUILD_RATE
+from labsupport.tasks import EXECUTORS, PROCESS_MIN_RATINGS, RebuildService
 
 __all__ = ["main"]
 
@@ -28,24 +34,45 @@ def _serve(args: argparse.Namespace) -> int:
     from labsupport.api import create_app
     from labsupport.store import SQLiteStore
 
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        warnings.warn(
-            f"binding to {args.host} exposes the API to your network; "
-            "use --host 127.0.0.1 unless you mean it",
-            stacklevel=1,
-        )
+    _warn_if_exposed(args.host)
     store = SQLiteStore(args.db)
     if args.demo and store.count_movies() == 0:
         from labsupport import data
 
         store.add_movies((m.title, m.year, m.genre) for m in data.catalogue_movies())
         store.add_ratings(data.demo_ratings(seed=args.seed))
+    shared = None
+    if args.redis:  # tasks, keys and the model in Redis, shared with other processes
+        from labsupport.errors import LabError
+        from labsupport.redisservice import RedisRebuildService
+
+        try:
+            shared = RedisRebuildService.from_url(
+                args.redis,
+                store,
+                queue=args.queue,
+                lease_ttl=args.lease_ttl,
+                executor=args.executor,
+                build_delay=args.build_delay,
+            )
+        except LabError as exc:
+            raise SystemExit(f"error: {exc}") from None
     app = create_app(
-        store, shutdown_grace=args.grace, executor=args.executor, build_delay=args.build_delay
+        store,
+        service=shared,
+        shutdown_grace=args.grace,
+        executor=args.executor,
+        build_delay=args.build_delay,
+        rebuild_rate=args.rebuild_rate,
     )
     service = app.state.service
     if store.count_ratings() and service.model is None:
-        service.rebuild_now()  # start serving with a model, built before the first request
+        if args.queue == "rq":  # a worker builds it: never wait for one at start-up
+            task, created = service.request()
+            if created:
+                service.start(task.task_id)
+        else:
+            service.rebuild_now()  # start serving with a model, built before the first request
     print(
         f"Movie API on http://{args.host}:{args.port}  (docs: /docs, store: {args.db}, "
         f"{store.count_movies()} movies, {store.count_ratings()} ratings)",
@@ -61,6 +88,43 @@ def _serve(args: argparse.Namespace) -> int:
     _DrainingServer(config, service=service, grace=args.grace).run()
     store.close()
     return 0
+
+
+def _warn_if_exposed(host: str) -> None:
+    """Log a warning (on stderr) when ``host`` lets other machines reach the API.
+
+    A warning, not an error: binding elsewhere is allowed, just never by default.
+    """
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:  # a host name
+        if host == "localhost":
+            return
+        where = f"{host} (a host name: whatever interfaces it resolves to)"
+    else:
+        if address.is_loopback:
+            return
+        where = f"{host} (all interfaces)" if address.is_unspecified else host
+    logging.getLogger("labsupport").warning(
+        "binding to %s: other machines on your network can reach this API, which has "
+        "no login; use --host 127.0.0.1 unless you mean it",
+        where,
+    )
+
+
+def _rebuild_rate(text: str) -> tuple[int, float] | None:
+    """Parse ``--rebuild-rate``: ``BURST,PER_MINUTE`` such as ``10,30``, or ``off``."""
+    if text.strip().lower() == "off":
+        return None
+    burst, _, per_minute = text.partition(",")
+    try:
+        rate = (int(burst), float(per_minute))
+    except ValueError:
+        rate = (0, 0.0)
+    if rate[0] < 1 or not rate[1] > 0:
+        msg = f"expected BURST,PER_MINUTE such as 10,30 (or off), got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return rate
 
 
 class _DrainingServer(uvicorn.Server):
@@ -93,6 +157,16 @@ class _DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
+def _worker(args: argparse.Namespace) -> int:
+    from labsupport.errors import LabError
+    from labsupport.worker import work
+
+    try:
+        return work(args.redis, db=args.db, burst=args.burst, log_level=args.log_level)
+    except LabError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
 def _student_edition(args: argparse.Namespace) -> int:
     from labsupport.workbook import student_edition
 
@@ -120,15 +194,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     serve.add_argument(
         "--executor",
-        choices=("thread", "process"),
-        default="thread",
-        help="where rebuilds run: a thread (default) or a low-priority child process",
+        choices=EXECUTORS,
+        default="auto",
+        help="where rebuilds run: a thread, a low-priority child process, or auto (default: "
+        f"the child process from {PROCESS_MIN_RATINGS:,} ratings)",
     )
     serve.add_argument(
         "--build-delay",
         type=float,
         default=0.0,
         help="extra seconds per rebuild, to watch 'running' in class (default 0)",
+    )
+    serve.add_argument(
+        "--rebuild-rate",
+        type=_rebuild_rate,
+        default=REBUILD_RATE,
+        metavar="BURST,PER_MINUTE",
+        help="rebuilds one client may start at once, then per minute; more get 429 "
+        f"(default {REBUILD_RATE[0]},{REBUILD_RATE[1]:g}; off to disable)",
+    )
+    serve.add_argument(
+        "--redis",
+        metavar="URL",
+        help="share tasks, idempotency keys and the model with other API processes "
+        "through this Redis (redis://host:port/db); default: this process only",
+    )
+    serve.add_argument(
+        "--queue",
+        choices=("none", "rq"),
+        default="none",
+        help="with --redis: rq sends rebuilds to `python -m labsupport worker` "
+        "instead of building here (default none)",
+    )
+    serve.add_argument(
+        "--lease-ttl",
+        type=float,
+        default=10.0,
+        help="with --redis: seconds after which a dead builder's task stops reading "
+        "'running' (default 10)",
     )
     serve.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
     serve.set_defaults(func=_serve)
@@ -140,7 +243,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     student.add_argument("--source", default="notebooks", help="the workbook (default notebooks)")
     student.set_defaults(func=_student_edition)
 
+    worker = sub.add_parser("worker", help="run an RQ worker that builds queued rebuilds")
+    worker.add_argument(
+        "--redis",
+        default="redis://127.0.0.1:6379/0",
+        metavar="URL",
+        help="the Redis the API servers use (default redis://127.0.0.1:6379/0)",
+    )
+    worker.add_argument(
+        "--db", default="labsupport.db", help="the API servers' SQLite file (default labsupport.db)"
+    )
+    worker.add_argument(
+        "--burst", action="store_true", help="stop when the queue is empty instead of waiting"
+    )
+    worker.add_argument("--log-level", default="info", help="RQ log level (default info)")
+    worker.set_defaults(func=_worker)
+
     args = parser.parse_args(argv)
+    if args.command == "serve" and args.queue == "rq" and not args.redis:
+        parser.error("--queue rq needs --redis URL: the queue lives in Redis")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
     return int(args.func(args))
 

@@ -27,7 +27,7 @@ import random
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import BackgroundTasks, FastAPI, Header, HTTPException, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -40,8 +40,12 @@ from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from labsupport import recommender
+from labsupport.ratelimit import REBUILD_RATE, RateLimiter, retry_after_seconds
 from labsupport.store import MemoryStore, Store, UnknownMovieError
 from labsupport.tasks import RebuildService, ServiceClosedError, Task, TaskStatus
+
+if TYPE_CHECKING:
+    from labsupport.redisservice import RedisRebuildService
 
 __all__ = ["MAX_BODY_BYTES", "MAX_ID", "app", "create_app"]
 
@@ -145,14 +149,15 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 def create_app(
     store: Store | None = None,
     *,
-    service: RebuildService | None = None,
+    service: RebuildService | RedisRebuildService | None = None,
     build_options: Mapping[str, Any] | None = None,
     build_delay: float = 0.0,
-    executor: str = "thread",
+    executor: str = "auto",
     failure_rate: float = 0.0,
     seed: int = 0,
     shutdown_grace: float = 5.0,
     task_id_factory: Callable[[], str] | None = None,
+    rebuild_rate: tuple[int, float] | RateLimiter | None = REBUILD_RATE,
 ) -> FastAPI:
     """Build the movie API around a store and a rebuild service.
 
@@ -160,11 +165,13 @@ def create_app(
         store: the repository; a new empty :class:`~labsupport.store.MemoryStore`
             by default.
         service: a ready :class:`~labsupport.tasks.RebuildService` (built from
-            ``store`` and the options below when omitted).
+            ``store`` and the options below when omitted), or a
+            :class:`~labsupport.redisservice.RedisRebuildService` to share
+            tasks and the model with other processes through Redis.
         build_options: keyword arguments for ``build_model`` (``rank``...).
         build_delay: extra seconds per build, so ``running`` is visible in class.
-        executor: ``"thread"`` or ``"process"``: where builds run (see
-            :class:`~labsupport.tasks.RebuildService`).
+        executor: ``"auto"``, ``"thread"`` or ``"process"``: where builds
+            run (see :class:`~labsupport.tasks.RebuildService`).
         failure_rate: fraction of requests (``/health`` and the docs aside)
             answered ``503`` with ``Retry-After``, deterministically from
             ``seed``: the Lab 2 switch for showing the retry client at work.
@@ -172,13 +179,24 @@ def create_app(
         shutdown_grace: seconds a running rebuild gets at shutdown before it
             is marked ``interrupted``.
         task_id_factory: makes task ids (random UUIDs by default).
+        rebuild_rate: ``(burst, per_minute)``: how many rebuilds one client
+            (one address) may start at once, and then per minute; more get
+            ``429`` with ``Retry-After``. Only a request that creates a task
+            counts: a replayed key or a join of a queued task is free. A
+            ready :class:`~labsupport.ratelimit.RateLimiter` (e.g. with a
+            fake clock) also works; ``None`` turns the limit off.
 
     Returns:
-        The app; ``app.state.store`` and ``app.state.service`` hold its parts.
+        The app; ``app.state.store``, ``app.state.service`` and
+        ``app.state.rebuild_limiter`` (``None`` when off) hold its parts.
+
+    Raises:
+        ValueError: for a ``failure_rate`` outside 0..1 or a bad ``rebuild_rate``.
     """
     if not 0.0 <= failure_rate <= 1.0:
         msg = f"failure_rate must be between 0 and 1, got {failure_rate!r}"
         raise ValueError(msg)
+    limiter = RateLimiter(*rebuild_rate) if isinstance(rebuild_rate, tuple) else rebuild_rate
     store = store if store is not None else (service.store if service else MemoryStore())
     service = service or RebuildService(
         store,
@@ -203,6 +221,7 @@ def create_app(
     )
     app.state.store = store
     app.state.service = service
+    app.state.rebuild_limiter = limiter
     _install_guards(app, failure_rate=failure_rate, seed=seed)
     answers = _AnswerCache()
 
@@ -271,13 +290,16 @@ def create_app(
             body, version = answers.get(model)(user_id, limit, exclude_rated), str(model.version)
         return Response(body, media_type="application/json", headers={"X-Model-Version": version})
 
+    rebuild_gate = threading.Lock()  # one rebuild request at a time checks its budget and asks
+
     @app.post(
         "/recommender/rebuild",
         status_code=202,
         tags=["recommender"],
-        responses=_errors(422, 503),
+        responses=_errors(422, 503) | (_TOO_MANY_REBUILDS if limiter else {}),
     )
     def rebuild(
+        request: Request,
         background: BackgroundTasks,
         response: Response,
         idempotency_key: IdempotencyKey = None,
@@ -288,13 +310,29 @@ def create_app(
         Send an ``Idempotency-Key`` (or ``X-Task-Id``) header to make retries
         safe: the same key returns the same task for 24 hours, whatever its
         state. A rebuild asked for while another is still queued joins it.
+        A client that starts too many rebuilds gets 429 with ``Retry-After``.
         """
-        try:
-            task, created = service.request(idempotency_key or x_task_id)
-        except ServiceClosedError as exc:
-            raise HTTPException(
-                503, str(exc), headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
-            ) from None
+        key = idempotency_key or x_task_id
+        client = request.client.host if request.client else "unknown"
+        with rebuild_gate:
+            wait = limiter.acquire(client) if limiter else 0.0  # 0.0: a token was taken
+            if wait and not service.reuses(key):
+                seconds = retry_after_seconds(wait)
+                raise HTTPException(
+                    429,
+                    f"too many rebuilds from this client: try again in {seconds} s",
+                    headers={"Retry-After": str(seconds)},
+                )
+            created = False
+            try:
+                task, created = service.request(key)
+            except ServiceClosedError as exc:
+                raise HTTPException(
+                    503, str(exc), headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+                ) from None
+            finally:
+                if limiter is not None and not wait and not created:
+                    limiter.refund(client)  # a replay or a join costs no build: no token
         if created:
             background.add_task(service.start, task.task_id)  # after the 202 is sent
         response.headers["Location"] = f"/recommender/rebuild/{task.task_id}"
@@ -367,7 +405,22 @@ class _AnswerCache:
         return self._answer
 
 
-def _task_out(task: Task, service: RebuildService) -> TaskOut:
+_TOO_MANY_REBUILDS: dict[int | str, dict[str, Any]] = {
+    429: {
+        "model": Detail,
+        "description": "This client started too many rebuilds; ask again after Retry-After.",
+        "headers": {
+            "Retry-After": {
+                "description": "Whole seconds until this client may start a rebuild.",
+                "required": True,
+                "schema": {"type": "integer", "minimum": 1},
+            }
+        },
+    }
+}
+
+
+def _task_out(task: Task, service: RebuildService | RedisRebuildService) -> TaskOut:
     model = service.model
     sample: list[int] = []
     if task.status is TaskStatus.COMPLETE and model is not None:
@@ -466,10 +519,32 @@ def _install_guards(app: FastAPI, *, failure_rate: float, seed: int) -> None:
             {"detail": str(exc.detail)}, status_code=exc.status_code, headers=headers
         )
 
+    async def redis_outage(request: Request, exc: Exception) -> JSONResponse:
+        # Shared state in Redis is out of reach: it passes, so ask the client to retry.
+        logger.warning("Redis unreachable on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse(
+            {"detail": "the shared task store (Redis) is unreachable; try again shortly"},
+            503,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+
+    for outage in _redis_outages():
+        app.add_exception_handler(outage, redis_outage)
+
     @app.exception_handler(Exception)
     async def crash(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": "internal error; the server log has details"}, 500)
+
+
+def _redis_outages() -> tuple[type[Exception], ...]:
+    """redis-py's exceptions for an unreachable server; none when redis is not installed."""
+    try:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+    except ImportError:
+        return ()
+    return (RedisConnectionError, RedisTimeoutError)
 
 
 app = create_app()

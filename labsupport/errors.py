@@ -9,6 +9,13 @@ Raise the most specific built-in base as well, so callers that already catch
 ``OSError`` or ``RuntimeError`` keep working::
 
     class ServerStartError(LabError, RuntimeError): ...
+
+The ones in the package: ``server.ServerStartError`` (port taken or server
+already running), ``workbook.NotDefinedYetError`` (a cell run before the ones
+it needs), ``rediscache.RedisUnavailableError`` (no Redis at the URL),
+``redisbackend.MissingRedisError`` (the ``redis`` extra is not installed),
+``worker.MissingDatabaseError``, ``data.MovieLensNotFoundError``,
+``retry.TaskFailedError`` and ``checks.CheckFailed``.
 """
 
 from __future__ import annotations

@@ -12,9 +12,11 @@ later", and transport errors such as refused connections and timeouts), raises
 every other 4xx at once, and never calls the server after it has decided to
 give up. All times are in seconds.
 
-Only wrap idempotent requests: a GET, or a POST the server deduplicates (for
-example by an ``Idempotency-Key`` or ``X-Task-Id`` header). Retrying a plain
-``POST /recommender/rebuild`` after a timeout can start two rebuilds.
+Only idempotent requests are retried: a GET (or HEAD, OPTIONS, PUT, DELETE),
+or a POST the server deduplicates by an ``Idempotency-Key`` or ``X-Task-Id``
+header. Retrying a plain ``POST /recommender/rebuild`` after a timeout can
+start two rebuilds, so ``with_backoff`` makes such a call once and raises its
+error, unless told ``idempotent=True``.
 
 Production code would use a retry library instead of this teaching version.
 The same policy with stamina (``attempts`` counts calls, so it is
@@ -52,6 +54,7 @@ a backoff hook if your server sends it.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import logging
@@ -63,6 +66,8 @@ from dataclasses import dataclass
 from datetime import timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, NoReturn, Protocol, TypedDict, TypeVar, cast
+
+from labsupport.errors import LabError
 
 __all__ = [
     "RETRY_STATUSES",
@@ -89,6 +94,9 @@ _HTTPX_MODULES = frozenset({"httpx", "httpx2"})
 # TransportError subclasses that are bugs in the request, not transient faults.
 _NOT_TRANSIENT = frozenset({"UnsupportedProtocol", "LocalProtocolError"})
 _FAILED_STATUSES = frozenset({"failed", "interrupted", "unknown"})
+# Methods whose repetition changes nothing more than the first call did (RFC 9110, 9.2.2).
+_IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+_KEY_HEADERS = ("Idempotency-Key", "X-Task-Id")
 
 
 class ResponseLike(Protocol):
@@ -137,8 +145,10 @@ class Attempt:
     will_retry: bool
 
 
-class TaskFailedError(RuntimeError):
+class TaskFailedError(LabError, RuntimeError):
     """A background task ended in ``failed``, ``interrupted`` or ``unknown``.
+
+    The message says, in one sentence, what happened and what to do next.
 
     Attributes:
         task_id: The task's id.
@@ -348,6 +358,26 @@ def _retry_after(outcome: ResponseLike | BaseException) -> float | None:
     return parse_retry_after(headers.get("Retry-After")) if headers is not None else None
 
 
+def _safe_to_repeat(outcome: ResponseLike | BaseException) -> bool:
+    """Say whether the request behind a response or error may be sent again.
+
+    Yes for an idempotent method, and for a POST or PATCH carrying an
+    ``Idempotency-Key`` or ``X-Task-Id`` header; also yes when the outcome
+    carries no request to look at (a scripted response), as it always was.
+    """
+    try:
+        request = getattr(outcome, "request", None)
+    except RuntimeError:  # httpx: "The request instance has not been set"
+        return True
+    method = getattr(request, "method", None)
+    if not isinstance(method, str):
+        return True
+    if method.upper() in _IDEMPOTENT_METHODS:
+        return True
+    headers = getattr(request, "headers", None) or {}
+    return any(name in headers for name in _KEY_HEADERS)  # httpx headers ignore case
+
+
 def _give_up(outcome: ResponseLike | BaseException) -> NoReturn:
     """Raise the exception, or the response's own ``HTTPStatusError`` (httpx or httpx2)."""
     if isinstance(outcome, BaseException):
@@ -371,6 +401,7 @@ def with_backoff(
     deadline: float | None = None,
     retry_on_status: Collection[int] = RETRY_STATUSES,
     respect_retry_after: bool = True,
+    idempotent: bool | None = None,
     sleep: Callable[[float], None] = time.sleep,
     rng: random.Random | None = None,
     clock: Callable[[], float] = time.monotonic,
@@ -385,6 +416,9 @@ def with_backoff(
     ``respect_retry_after`` is set, lengthens that delay to at least what the
     server asked for. Every delay is capped at ``max_delay``. Any other 4xx
     raises at once: a retry cannot fix a 404. Any other exception propagates.
+    A POST without an ``Idempotency-Key`` (or ``X-Task-Id``) header is not
+    retried either, since a second one could start a second rebuild: its
+    error is raised after the one call (see ``idempotent``).
 
     ``func`` is called at most ``retries + 1`` times: one call plus
     ``retries`` retries. (The seed made ``retries`` guarded calls and then
@@ -408,6 +442,12 @@ def with_backoff(
         deadline: The most time to spend, counted from the first call, or ``None``.
         retry_on_status: Statuses to retry.
         respect_retry_after: Whether to honour the server's ``Retry-After``.
+        idempotent: Whether ``func`` is safe to call again. ``None`` decides
+            from the request the response or error carries: GET, HEAD,
+            OPTIONS, PUT, DELETE and TRACE are, and so is a POST or PATCH
+            with an ``Idempotency-Key`` or ``X-Task-Id`` header; another POST
+            is called once. ``True`` retries whatever the request; ``False``
+            never retries.
         sleep: The function that waits (inject a fake in tests).
         rng: The random source for jitter (default: a fresh ``random.Random()``).
         clock: A monotonic clock (inject a fake in tests).
@@ -446,6 +486,13 @@ def with_backoff(
             log.debug("Attempt %d succeeded (HTTP %s)", number, status)
         elif not is_retryable(outcome, retry_on_status=retry_on_status):
             log.info("Attempt %d failed (%s); not retryable", number, error)
+        elif not (_safe_to_repeat(outcome) if idempotent is None else idempotent):
+            log.info(
+                "Attempt %d failed (%s); not retried: the request is not idempotent "
+                "(send an Idempotency-Key, or pass idempotent=True if it is safe)",
+                number,
+                error,
+            )
         elif number > retries:
             log.warning("Attempt %d failed (%s); giving up after %d calls", number, error, number)
         else:
@@ -507,6 +554,7 @@ def poll_task(
     clock: Callable[[], float] = time.monotonic,
     rng: random.Random | None = None,
     on_status: Callable[[dict[str, Any]], None] | None = None,
+    progress: bool = False,
     logger: logging.Logger | None = None,
 ) -> dict[str, Any]:
     """Poll a rebuild task's status URL until it completes, fails or times out.
@@ -520,6 +568,11 @@ def poll_task(
     else (``"queued"``, ``"running"``) means wait ``interval`` seconds and
     ask again. A ``Retry-After`` header on those answers can lengthen the
     wait, up to ``max_interval``. The last look happens at the timeout.
+
+    With ``progress=True`` a :class:`~labsupport.display.ProgressBar` follows
+    the task's ``progress`` field from 0 to 100 % while it waits (a widget in
+    JupyterLab, a text bar on stderr elsewhere) and is closed when the wait
+    ends, whatever the outcome.
 
     Args:
         client: A client with ``get(url)`` (``httpx.Client``, ``TestClient``),
@@ -535,6 +588,7 @@ def poll_task(
         rng: The random source for retry jitter.
         on_status: Called with every JSON body seen, in order, e.g. to record
             the ``queued -> running -> complete`` timeline.
+        progress: Show a progress bar while waiting.
         logger: Where to log (default: ``logging.getLogger("labsupport.retry")``).
 
     Returns:
@@ -556,46 +610,74 @@ def poll_task(
     fetch = _fetcher(client, status_url)
     log = logger or logging.getLogger(__name__)
     task_id = status_url.rstrip("/").rpartition("/")[2] if status_url else "<unknown>"
-    started = clock()
-    last_status: object = None
-    while True:
-        remaining = max(0.0, timeout - (clock() - started))
-        response = with_backoff(
-            fetch,
-            retries=retries,
-            deadline=remaining,
-            sleep=sleep,
-            rng=rng,
-            clock=clock,
-            logger=log,
-        )
-        payload = _status_json(response, status_url)
-        if on_status is not None:
-            on_status(payload)
-        task_id = str(payload.get("task_id", task_id))
-        status = payload["status"]
-        if status != last_status:
-            log.info("Task %s is %s after %.2f s", task_id, status, clock() - started)
-            last_status = status
-        if status == "complete":
-            return payload
-        if status in _FAILED_STATUSES:
-            reason = payload.get("error") or payload.get("detail") or "the server gave no reason"
-            msg = f"task {task_id} ended as {status!r}: {reason}"
-            raise TaskFailedError(msg, task_id=task_id, status=str(status), payload=payload)
-        waited = clock() - started
-        if waited >= timeout:
-            msg = (
-                f"task {task_id} was still {status!r} after waiting {waited:.1f} s "
-                f"(timeout={timeout} s); pass a longer timeout=, or check the server log "
-                "for a rebuild that is stuck or never started"
+    watchers: list[Callable[[dict[str, Any]], None]] = [] if on_status is None else [on_status]
+    with contextlib.ExitStack() as cleanup:
+        if progress:
+            from labsupport.display import progress_bar  # imports tqdm only when asked
+
+            watchers.append(cleanup.enter_context(progress_bar()))
+        started = clock()
+        last_status: object = None
+        while True:
+            remaining = max(0.0, timeout - (clock() - started))
+            response = with_backoff(
+                fetch,
+                retries=retries,
+                deadline=remaining,
+                sleep=sleep,
+                rng=rng,
+                clock=clock,
+                logger=log,
             )
-            raise TimeoutError(msg)
-        pause = interval
-        wanted = parse_retry_after(response.headers.get("Retry-After"))
-        if wanted is not None:
-            pause = max(interval, min(wanted, max_interval))
-        sleep(min(pause, timeout - waited))
+            payload = _status_json(response, status_url)
+            for watch in watchers:
+                watch(payload)
+            task_id = str(payload.get("task_id", task_id))
+            status = payload["status"]
+            if status != last_status:
+                log.info("Task %s is %s after %.2f s", task_id, status, clock() - started)
+                last_status = status
+            if status == "complete":
+                return payload
+            if status in _FAILED_STATUSES:
+                raise TaskFailedError(
+                    _failure_message(task_id, str(status), payload),
+                    task_id=task_id,
+                    status=str(status),
+                    payload=payload,
+                )
+            waited = clock() - started
+            if waited >= timeout:
+                msg = (
+                    f"task {task_id} was still {status!r} after waiting {waited:.1f} s "
+                    f"(timeout={timeout} s); pass a longer timeout=, or check the server log "
+                    "for a rebuild that is stuck or never started"
+                )
+                raise TimeoutError(msg)
+            pause = interval
+            wanted = parse_retry_after(response.headers.get("Retry-After"))
+            if wanted is not None:
+                pause = max(interval, min(wanted, max_interval))
+            sleep(min(pause, timeout - waited))
+
+
+def _failure_message(task_id: str, status: str, payload: Mapping[str, Any]) -> str:
+    """One sentence for a task that will never complete: what happened, what to do."""
+    reason = payload.get("error") or payload.get("detail") or "the server gave no reason"
+    if status == "failed":
+        return (
+            f"Task {task_id} failed ({reason}); fix what the error names (the data or the "
+            "build code), then POST /recommender/rebuild again."
+        )
+    if status == "interrupted":
+        return (
+            f"Task {task_id} was interrupted ({reason}); POST /recommender/rebuild again, "
+            "with a new Idempotency-Key if you send one."
+        )
+    return (
+        f"The server does not know task {task_id} ({reason}); check the task id, or POST "
+        "/recommender/rebuild again if the server restarted."
+    )
 
 
 def _fetcher(

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import html
 import itertools
 import logging
 import multiprocessing
@@ -117,8 +118,9 @@ class Task:
         return cls(**fields)
 
     def _repr_html_(self) -> str:
+        # ids and keys can come from clients (X-Task-Id, Idempotency-Key): escape them
         rows = "".join(
-            f"<tr><th style='text-align:left'>{k}</th><td>{v}</td></tr>"
+            f"<tr><th style='text-align:left'>{k}</th><td>{html.escape(str(v))}</td></tr>"
             for k, v in self.to_dict().items()
             if v is not None and v != ()
         )
@@ -491,6 +493,20 @@ class RebuildService:
                 self._keys[idempotency_key] = (task.task_id, now)
             self._save(task)
             return task, True
+
+    def reuses(self, idempotency_key: str | None = None) -> bool:
+        """Say whether :meth:`request` would return a task that exists already.
+
+        It would for a key seen within ``idempotency_ttl`` (a replay) and
+        whenever a task is queued (the request joins it): such requests start
+        no build, so a rate limit need not count them.
+        """
+        with self._lock:
+            if idempotency_key is not None:
+                known = self._keys.get(idempotency_key)
+                if known is not None and self._clock() - known[1] < self.idempotency_ttl:
+                    return True
+            return any(t.status is TaskStatus.QUEUED for t in self._tasks.values())
 
     def start(self, task_id: str) -> threading.Thread:
         """Start a queued task's build on a worker thread and return at once.

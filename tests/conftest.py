@@ -1,7 +1,12 @@
-"""Shared fixtures: small stores and apps, and the MovieLens location."""
+"""Shared fixtures: small stores and apps, a throwaway Redis, and the MovieLens location."""
 
 from __future__ import annotations
 
+import itertools
+import shutil
+import socket
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,3 +68,79 @@ def movielens_dir(name: str) -> Path:
     if path is None:
         pytest.skip(f"MovieLens {name} not found (../shared/data/movielens/{name}); skipping")
     return path
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[str]:
+    """Start one throwaway redis-server on a free loopback port for the run, or skip.
+
+    Yields ``redis://127.0.0.1:PORT`` (add ``/N`` for database N). Nothing is
+    saved to disk. ``.ci/run`` installs Debian's redis-server when it is missing.
+    """
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("no redis-server on PATH (apt-get install redis-server); Redis tests need one")
+    redis = pytest.importorskip("redis", reason="the redis package is not installed")
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with redis.Redis.from_url(url, socket_connect_timeout=0.5) as probe:
+                    probe.ping()
+                break
+            except redis.ConnectionError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.skip(f"redis-server did not start on port {port}")
+                time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> str:
+    """Database 0 of the throwaway Redis, shared: use a unique key prefix in it."""
+    return f"{redis_server}/0"
+
+
+_databases = itertools.cycle(range(1, 16))
+
+
+def _emptied_database(redis_server: str) -> str:
+    import redis
+
+    url = f"{redis_server}/{next(_databases)}"
+    with redis.Redis.from_url(url) as client:
+        client.flushdb()
+    return url
+
+
+@pytest.fixture
+def fresh_redis_url(redis_server: str) -> str:
+    """An emptied database (1 to 15, in turn) of the throwaway Redis, for one test."""
+    return _emptied_database(redis_server)
+
+
+@pytest.fixture(scope="module")
+def module_redis_url(redis_server: str) -> str:
+    """An emptied database of the throwaway Redis, for the tests of one module."""
+    return _emptied_database(redis_server)

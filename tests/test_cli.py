@@ -210,3 +210,141 @@ def test_sigkill_mid_rebuild_loses_no_acknowledged_rating(tmp_path: Path) -> Non
     with SQLiteStore(db) as store:
         stored = {(r["user_id"], r["movie_id"], r["score"]) for r in store.list_ratings()}
     assert set(acknowledged) <= stored
+
+
+# --- where the service listens, and its per-client rebuild limit -----------------------
+
+
+def test_default_bind_is_loopback_only(tmp_path: Path) -> None:
+    psutil = pytest.importorskip("psutil")
+    served = start(tmp_path / "bind.db")  # no --host: the default
+    try:
+        listening = {
+            conn.laddr.ip
+            for conn in psutil.Process(served.proc.pid).net_connections(kind="inet")
+            if conn.status == psutil.CONN_LISTEN
+        }
+        assert listening == {"127.0.0.1"}
+    finally:
+        served.proc.send_signal(signal.SIGTERM)
+        out = served.proc.communicate(timeout=15)[0]
+        stop(served)
+    assert f"Movie API on {served.url}" in out
+    assert "binding to" not in out and "Traceback" not in out
+
+
+def _ipv6_loopback_works() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("0.0.0.0", "127.0.0.1"),
+        pytest.param(
+            "::",
+            "[::1]",
+            marks=pytest.mark.skipif(not _ipv6_loopback_works(), reason="no IPv6 loopback here"),
+        ),
+    ],
+)
+def test_binding_all_interfaces_warns_on_stderr(tmp_path: Path, host: str, loopback: str) -> None:
+    port = free_port()
+    db = str(tmp_path / "open.db")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "labsupport",
+            "serve",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--db",
+            db,
+            "--log-level",
+            "warning",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # The warning is not an error: the server starts. Stop it as soon as it answers.
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://{loopback}:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        started = proc.poll() is None and time.monotonic() < deadline
+    finally:
+        proc.kill()  # by its PID, at once: it listened on every interface
+        out, err = proc.communicate(timeout=10)
+    assert started, f"the server did not start:\n{out}\n{err}"
+    assert f"WARNING: labsupport: binding to {host} (all interfaces)" in err
+    assert "use --host 127.0.0.1" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("host", "warned"),
+    [
+        ("127.0.0.1", False),
+        ("localhost", False),
+        ("::1", False),
+        ("127.0.0.2", False),
+        ("0.0.0.0", True),
+        ("::", True),
+        ("192.168.1.20", True),
+        ("lab-machine.example", True),
+    ],
+)
+def test_only_hosts_beyond_loopback_are_warned_about(
+    caplog: pytest.LogCaptureFixture, host: str, warned: bool
+) -> None:
+    from labsupport.__main__ import _warn_if_exposed
+
+    with caplog.at_level("WARNING", logger="labsupport"):
+        _warn_if_exposed(host)
+    messages = [r.getMessage() for r in caplog.records]
+    assert bool(messages) is warned
+    assert all(m.startswith(f"binding to {host}") for m in messages)
+
+
+def test_rebuild_rate_option_limits_rebuilds(tmp_path: Path) -> None:
+    served = start(tmp_path / "rate.db", "--demo", "--rebuild-rate", "1,30")
+    try:
+        with httpx.Client(base_url=served.url, timeout=5) as http:
+            first = http.post("/recommender/rebuild")
+            assert first.status_code == 202
+            deadline = time.monotonic() + 20
+            while http.get(first.headers["Location"]).json()["status"] != "complete":
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            refused = http.post("/recommender/rebuild")
+            assert refused.status_code == 429
+            assert 1 <= int(refused.headers["Retry-After"]) <= 2  # 30 a minute: one per 2 s
+            assert refused.json()["detail"].startswith("too many rebuilds from this client")
+    finally:
+        stop(served)
+
+
+@pytest.mark.parametrize("value", ["0,30", "10", "10,0", "ten,30"])
+def test_bad_rebuild_rate_is_a_usage_error(value: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "labsupport", "serve", "--rebuild-rate", value],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "expected BURST,PER_MINUTE such as 10,30 (or off)" in result.stderr
+    assert "Traceback" not in result.stderr

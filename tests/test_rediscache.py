@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import io
-import shutil
 import socket
-import subprocess
 import sys
 import time
 import uuid
@@ -208,38 +206,7 @@ def test_cache_is_a_context_manager() -> None:
 # ---------------------------------------------------------------- a real Redis
 
 
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    """Start a throwaway redis-server on a free loopback port, or skip."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("no redis-server binary on PATH; the real-Redis tests need one")
-    pytest.importorskip("redis", reason="the redis package is not installed")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            probe = rediscache.connect(url, timeout=0.5)
-            probe.close()
-            if probe.backend == "redis":
-                break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.skip(f"redis-server did not start on port {port}")
-            time.sleep(0.05)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+# `redis_url` (a throwaway redis-server, or a skip) comes from tests/conftest.py.
 
 
 @pytest.fixture

@@ -282,3 +282,25 @@ def test_model_versions_keep_counting_across_restarts(tmp_path: Any) -> None:
         again = RebuildService(s)
         assert again.model is None  # models are not persisted, only their history
         assert again.rebuild_now().model_version == 3
+
+
+def test_reuses_tells_replays_and_joins_from_new_builds(store: MemoryStore) -> None:
+    now = [1000.0]
+    builder = GatedBuilder()
+    service = RebuildService(store, build=builder, idempotency_ttl=60, clock=lambda: now[0])
+    assert not service.reuses() and not service.reuses("k")  # nothing yet: a new task
+    first, _ = service.request("k")
+    assert service.reuses() and service.reuses("other")  # queued: any request joins it
+    runner = service.start(first.task_id)
+    assert builder.started.wait(5)
+    assert service.reuses("k") and not service.reuses() and not service.reuses("other")
+    builder.gate.set()
+    runner.join(10)
+    now[0] += 61  # the key has expired: its next use makes a new task
+    assert not service.reuses("k")
+
+
+def test_task_html_escapes_client_supplied_text() -> None:
+    task = Task("<script>alert(1)</script>", TaskStatus.QUEUED, 1.0, idempotency_key="a&b")
+    shown = task._repr_html_()
+    assert "<script>" not in shown and "&lt;script&gt;" in shown and "a&amp;b" in shown

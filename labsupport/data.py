@@ -29,11 +29,13 @@ import numpy.typing as npt
 import pandas as pd
 
 from labsupport._types import Movie, RatingArrays
+from labsupport.errors import LabError
 
 __all__ = [
     "CATALOGUE",
     "SHAPES",
     "MovieLens",
+    "MovieLensNotFoundError",
     "PlantedModel",
     "catalogue_movies",
     "demo_ratings",
@@ -161,10 +163,14 @@ _ML100K_GENRES = (
 )  # fmt: skip
 _ENV_VAR = "LABSUPPORT_MOVIELENS"
 _DOWNLOAD_HINT = (
-    "MovieLens may not be redistributed, so it is not shipped with this workbook: "
-    "download it yourself from https://grouplens.org/datasets/movielens/, unzip it, "
-    f"and pass the unzipped folder (or set {_ENV_VAR} to the folder that holds it)."
+    "download MovieLens from https://grouplens.org/datasets/movielens/ (it may not be "
+    "redistributed, so this workbook does not ship it), unzip it and pass the unzipped "
+    f"folder, or set {_ENV_VAR} to the folder that holds it."
 )
+
+
+class MovieLensNotFoundError(LabError, FileNotFoundError):
+    """No MovieLens files where a loader looked; the message says what to download."""
 
 
 def catalogue_movies() -> list[Movie]:
@@ -622,8 +628,8 @@ def load_movielens(path: str | os.PathLike[str]) -> MovieLens:
         The ratings and the movie table.
 
     Raises:
-        FileNotFoundError: if the folder or the expected files are missing;
-            the message says what to download.
+        MovieLensNotFoundError: if the folder or the expected files are
+            missing (a ``FileNotFoundError``); the message says what to download.
     """
     folder = Path(path)
     layout = _layout(folder)
@@ -634,7 +640,7 @@ def load_movielens(path: str | os.PathLike[str]) -> MovieLens:
         ratings = _read_csv_ratings(folder / "ratings.csv")
         movies = _read_csv_movies(folder / "movies.csv")
     else:
-        raise FileNotFoundError(_missing_message(folder))
+        raise MovieLensNotFoundError(_missing_message(folder))
     return MovieLens(name=folder.resolve().name, ratings=ratings, movies=movies)
 
 
@@ -656,7 +662,7 @@ def load_movielens_fold(
 
     Raises:
         ValueError: if ``fold`` is not one of those.
-        FileNotFoundError: if the fold's files are missing.
+        MovieLensNotFoundError: if the fold's files are missing.
     """
     if str(fold) not in {"1", "2", "3", "4", "5", "a", "b"}:
         msg = f"fold must be 1 to 5, 'a' or 'b', got {fold!r}"
@@ -665,10 +671,10 @@ def load_movielens_fold(
     base, test = folder / f"u{fold}.base", folder / f"u{fold}.test"
     if not (base.is_file() and test.is_file()):
         msg = (
-            f"no ml-100k fold {fold} in {folder}: expected {base.name} and {test.name} "
-            f"there. {_DOWNLOAD_HINT}"
+            f"No ml-100k fold {fold} in {folder} (it needs {base.name} and {test.name}); "
+            f"{_DOWNLOAD_HINT}"
         )
-        raise FileNotFoundError(msg)
+        raise MovieLensNotFoundError(msg)
     return _read_ml100k_ratings(base), _read_ml100k_ratings(test)
 
 
@@ -681,20 +687,21 @@ def _layout(folder: Path) -> str | None:
 
 
 def _missing_message(folder: Path) -> str:
-    expected = (
-        f"expected {' and '.join(_ML100K_FILES)} (ml-100k) or "
-        f"{' and '.join(_LATEST_FILES)} (ml-latest-small)"
-    )
+    """One sentence: what is wrong with ``folder``, what a release holds, how to get one."""
     if not folder.exists():
         problem = f"{folder} does not exist"
     elif not folder.is_dir():
         problem = f"{folder} is a file, not a folder"
     else:
-        problem = f"{folder} holds no MovieLens files"
         inner = [d for d in sorted(folder.iterdir()) if d.is_dir() and _layout(d)]
-        if inner:
-            problem += f" (did you mean {inner[0]}?)"
-    return f"{problem}: {expected}. {_DOWNLOAD_HINT}"
+        if inner:  # the parent of a release: the fix is one folder down
+            return f"{folder} holds no MovieLens files; did you mean {inner[0]}, the release in it?"
+        problem = f"{folder} holds no MovieLens files"
+    expected = (
+        f"{' and '.join(_ML100K_FILES)} for ml-100k, or "
+        f"{' and '.join(_LATEST_FILES)} for ml-latest-small"
+    )
+    return f"{problem} (a MovieLens folder holds {expected}); {_DOWNLOAD_HINT}"
 
 
 def _read_ml100k_ratings(file: Path) -> RatingArrays:

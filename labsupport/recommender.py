@@ -168,6 +168,37 @@ class Model:
             "build_seconds": self.build_seconds,
         }
 
+    # -- display: the dataclass repr would print every array ----------------
+
+    def _summary_rows(self) -> list[tuple[str, str]]:
+        from labsupport.display import about_seconds  # display imports this module
+
+        return [
+            ("version", str(self.version)),
+            ("users", f"{self.n_users:,}"),
+            ("movies", f"{self.n_movies:,}"),
+            ("ratings", f"{self.n_ratings:,}"),
+            ("rank", str(self.rank)),
+            ("method", self.method),
+            ("build time", about_seconds(self.build_seconds)),
+        ]
+
+    def __repr__(self) -> str:
+        return (
+            f"Model(version={self.version}, users={self.n_users}, movies={self.n_movies}, "
+            f"ratings={self.n_ratings}, rank={self.rank}, method={self.method!r})"
+        )
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """Show :meth:`__repr__` in IPython."""
+        printer.text(repr(self))
+
+    def _repr_html_(self) -> str:
+        """Show the model in a notebook as a small table of its facts."""
+        from labsupport.display import html_table
+
+        return html_table(self._summary_rows(), caption=f"Model version {self.version}")
+
 
 def build_model(
     ratings: Any,

@@ -19,6 +19,12 @@ Models are stored as numpy arrays written by :func:`numpy.savez` and read back
 with ``allow_pickle=False``: a cache must never unpickle bytes, because anyone
 who can write to it could make the reader run arbitrary code.
 
+When Redis is missing, :func:`connect` says so in ``cache.reason`` and falls
+back to memory (or, with ``required=True``, raises
+:class:`RedisUnavailableError`); a :class:`RedisCache` whose server stops
+answering raises :class:`RedisUnavailableError` too. Both messages are one
+sentence saying how to start a Redis server.
+
 All times are in seconds.
 """
 
@@ -38,12 +44,14 @@ from urllib.parse import urlsplit
 import numpy as np
 import scipy.sparse as sp
 
+from labsupport.errors import LabError
 from labsupport.recommender import Model
 
 __all__ = [
     "DEFAULT_URL",
     "MemoryCache",
     "RedisCache",
+    "RedisUnavailableError",
     "connect",
     "model_from_bytes",
     "model_to_bytes",
@@ -53,6 +61,13 @@ DEFAULT_URL = "redis://127.0.0.1:6379/0"
 """Where :func:`connect` looks by default: a Redis on this machine, database 0."""
 
 _FORMAT = 1  # bump when the layout written by model_to_bytes changes
+_START_REDIS = "start one with `redis-server --port {port}` or `docker run -p {port}:6379 redis`"
+
+
+class RedisUnavailableError(LabError, ConnectionError):
+    """No Redis server answers at the cache's address; the message says how to start one."""
+
+
 _SCALARS = (
     "global_mean", "version", "built_at", "rank", "method",
     "n_users", "n_movies", "n_ratings", "build_seconds",
@@ -349,28 +364,64 @@ class RedisCache(_Cache):
     def _ms(ttl: float) -> int:
         return max(1, math.ceil(ttl * 1000))  # PX: EX in milliseconds
 
+    def _call(self, command: str, *args: Any, **options: Any) -> Any:
+        """Run one Redis command; a server that does not answer becomes one sentence."""
+        try:
+            return getattr(self.client, command)(*args, **options)
+        except Exception as exc:
+            if not _is_redis_down(exc):
+                raise
+            where, port = _client_address(self.client)
+            msg = (
+                f"Redis at {where} does not answer ({type(exc).__name__}); "
+                f"{_START_REDIS.format(port=port)} and run the cell again, or use "
+                "rediscache.connect(), which falls back to an in-memory cache."
+            )
+            raise RedisUnavailableError(msg) from exc
+
     def _set(self, key: str, value: bytes, ttl: float | None) -> None:
-        self.client.set(key, value, px=None if ttl is None else self._ms(ttl))
+        self._call("set", key, value, px=None if ttl is None else self._ms(ttl))
 
     def _get(self, key: str) -> bytes | None:
-        return cast("bytes | None", self.client.get(key))
+        return cast("bytes | None", self._call("get", key))
 
     def _swap(self, key: str, value: bytes) -> bytes | None:
-        return cast("bytes | None", self.client.set(key, value, get=True))  # SET ... GET
+        return cast("bytes | None", self._call("set", key, value, get=True))  # SET ... GET
 
     def _expire(self, key: str, ttl: float) -> None:
-        self.client.pexpire(key, self._ms(ttl))
+        self._call("pexpire", key, self._ms(ttl))
 
     def close(self) -> None:
         """Close the connection pool; calling it twice is harmless."""
         self.client.close()
 
 
-def _where(url: str) -> str:
-    """Describe a Redis URL without its password: ``host:port db N``."""
+def _is_redis_down(exc: BaseException) -> bool:
+    """Whether ``exc`` is redis-py saying the server is unreachable or too slow."""
+    try:
+        from redis.exceptions import ConnectionError, TimeoutError
+    except ImportError:  # not a redis-py client at all
+        return False
+    return isinstance(exc, ConnectionError | TimeoutError)
+
+
+def _client_address(client: Any) -> tuple[str, int]:
+    """Return ``("host:port db N", port)`` for a redis-py client."""
+    pool = getattr(client, "connection_pool", None)
+    options = getattr(pool, "connection_kwargs", None) or {}
+    port = int(options.get("port", 6379))
+    return f"{options.get('host', '?')}:{port} db {options.get('db', 0)}", port
+
+
+def _where(url: str) -> tuple[str, int]:
+    """Describe a Redis URL without its password: ``("host:port db N", port)``."""
     parts = urlsplit(url)
+    try:
+        port = parts.port or 6379
+    except ValueError:  # a port that is not a number: connecting will say so
+        port = 6379
     db = parts.path.lstrip("/") or "0"
-    return f"{parts.hostname or '?'}:{parts.port or 6379} db {db}"
+    return f"{parts.hostname or '?'}:{port} db {db}", port
 
 
 def connect(
@@ -380,15 +431,17 @@ def connect(
     prefix: str = "labsupport",
     task_ttl: float = 24 * 3600.0,
     old_model_ttl: float = 600.0,
+    required: bool = False,
 ) -> RedisCache | MemoryCache:
     """Connect to Redis, or fall back to a :class:`MemoryCache` with the same methods.
 
     The server must answer a PING within ``timeout`` seconds (one try, no
     retries: a missing Redis should cost a notebook cell a fraction of a
-    second). Nothing raises: when the ``redis`` package is missing, the URL is
-    malformed or the server does not answer, the fallback is returned and its
-    ``reason`` says why in one sentence. Check ``cache.backend`` (``"redis"``
-    or ``"memory"``) if your code needs the real thing.
+    second). By default nothing raises: when the ``redis`` package is
+    missing, the URL is malformed or the server does not answer, the fallback
+    is returned and its ``reason`` says why and how to start Redis, in one
+    sentence. Check ``cache.backend`` (``"redis"`` or ``"memory"``), or pass
+    ``required=True``, if your code needs the real thing.
 
     Args:
         url: A ``redis://`` URL (``rediss://`` for TLS).
@@ -396,15 +449,27 @@ def connect(
         prefix: First part of every key.
         task_ttl: How long a task record is kept.
         old_model_ttl: How long a replaced model stays readable.
+        required: Raise instead of falling back to memory.
 
     Returns:
         A :class:`RedisCache` or a :class:`MemoryCache`; ``.reason`` says which
         and why.
-    """
 
-    def fallback(reason: str) -> MemoryCache:
+    Raises:
+        RedisUnavailableError: with ``required=True``, when there is no Redis
+            to use; the message says why and how to start one.
+    """
+    where, port = _where(url)
+
+    def fallback(problem: str, advice: str) -> MemoryCache:
+        if required:
+            msg = f"{problem}; {advice}, or leave out required=True to use an in-memory cache."
+            raise RedisUnavailableError(msg)
         return MemoryCache(
-            prefix=prefix, task_ttl=task_ttl, old_model_ttl=old_model_ttl, reason=reason
+            prefix=prefix,
+            task_ttl=task_ttl,
+            old_model_ttl=old_model_ttl,
+            reason=f"{problem}, so the cache is in memory; {advice}",
         )
 
     try:
@@ -412,9 +477,7 @@ def connect(
         from redis.backoff import NoBackoff
         from redis.retry import Retry
     except ImportError:
-        reason = "the redis package is not installed (pip install redis), so the cache is in memory"
-        return fallback(reason)
-    where = _where(url)
+        return fallback("the redis package is not installed", "to use Redis, `pip install redis`")
     client = None
     try:
         client = redis.Redis.from_url(
@@ -427,11 +490,11 @@ def connect(
     except (redis.RedisError, OSError, ValueError) as exc:
         if client is not None:
             client.close()
-        reason = (
-            f"no Redis answered at {where} ({type(exc).__name__}), so the cache is in memory; "
-            "start redis-server (Session 10 runs it with Docker Compose) to share it"
+        problem = f"no Redis answered at {where} ({type(exc).__name__})"
+        advice = (
+            f"to use Redis, {_START_REDIS.format(port=port)} (Session 10 runs one with Compose)"
         )
-        return fallback(reason)
+        return fallback(problem, advice)
     return RedisCache(
         client,
         prefix=prefix,

@@ -12,7 +12,9 @@ All times are in seconds.
 
 Exceptions:
     ServerStartError: the server could not start (port taken, lifespan
-        startup failed, startup too slow).
+        startup failed, startup too slow); a
+        :class:`~labsupport.errors.LabError`, so a notebook shows its one
+        sentence instead of a traceback through uvicorn.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from types import TracebackType
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from labsupport.errors import LabError
+
 __all__ = ["ServerHandle", "ServerStartError", "running_servers", "serve_in_thread", "stop_all"]
 
 # How often the caller checks whether the server thread has started or ended.
@@ -44,7 +48,7 @@ _registry_lock = threading.Lock()
 _atexit_registered = False
 
 
-class ServerStartError(RuntimeError):
+class ServerStartError(LabError, RuntimeError):
     """The embedded server could not start; the message says why and what to do."""
 
 
@@ -196,8 +200,9 @@ def serve_in_thread(
     function returns and its shutdown runs on :meth:`ServerHandle.stop`.
 
     Starting again on a ``(host, port)`` this process already serves through
-    ``serve_in_thread`` stops the old server first, so re-running a notebook
-    cell is harmless.  Servers still running when Python exits are stopped.
+    ``serve_in_thread`` stops the old server first and prints a one-line
+    note saying so, so re-running a notebook cell is harmless.  Servers
+    still running when Python exits are stopped.
 
     Args:
         app: The ASGI application, for example a FastAPI instance.
@@ -223,6 +228,10 @@ def serve_in_thread(
             previous = _registry.pop((host, port), None)
         if previous is not None:
             previous.stop(timeout=timeout)
+            print(
+                f"Note: a server started earlier in this process was serving {host}:{port}; "
+                "it is stopped, and the new one takes its place."
+            )
 
     sock = _listen(host, port)
     actual_port: int = sock.getsockname()[1]
@@ -315,8 +324,9 @@ def _listen(host: str, port: int | None) -> socket.socket:
         ours = [h for h in running_servers() if h.port == port]
         if ours:
             msg = (
-                f"Port {port} is already served by this process at {ours[0].url}; "
-                f"stop that server first, or start on host={ours[0].host!r} to replace it."
+                f"Port {port} is already served by this process at {ours[0].url}; stop that "
+                "server first (handle.stop() on the handle serve_in_thread returned, or "
+                f"labsupport.server.stop_all()), or start on host={ours[0].host!r} to replace it."
             )
         elif exc.errno in (errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", errno.EADDRINUSE)):
             msg = (

@@ -7,6 +7,10 @@ Command line::
     python -m labsupport.workbook run-all notebooks/X.ipynb # replay JupyterLab's Run All
 
 Solutions sit in the cell right after their exercise, tagged ``solution``.
+
+In a notebook, :func:`need` guards a cell that uses what earlier cells
+define, so running it too early says which cells to run instead of raising a
+bare ``NameError``.
 """
 
 from __future__ import annotations
@@ -16,15 +20,19 @@ import queue
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from labsupport.errors import LabError
+
 __all__ = [
     "SOLUTION_STUB",
     "CellReply",
+    "NotDefinedYetError",
     "execute_notebook",
+    "need",
     "notebook_parameters",
     "notebook_paths",
     "replay_run_all",
@@ -36,6 +44,39 @@ SOLUTION_STUB = "# Your solution here: write it, run it, then run the check cell
 """What a solution cell holds in the student edition."""
 
 KERNEL_NAME = "python3"
+
+# A live widget's view: useless in a saved notebook, whose widget state is dropped.
+_WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+class NotDefinedYetError(LabError, NameError):
+    """A cell needs a name that an earlier cell defines, and that cell has not run yet."""
+
+
+def need(*names: str, namespace: Mapping[str, Any] | None = None) -> None:
+    """Check that earlier cells have defined ``names``; say which cells to run if not.
+
+    Put it first in a cell that students often reach by jumping ahead::
+
+        need("http", "server")
+
+    Args:
+        names: The variables the cell uses, defined by cells above it.
+        namespace: Where to look; by default the caller's globals, which in
+            a notebook are the kernel's variables.
+
+    Raises:
+        NotDefinedYetError: a name is missing; a ``NameError`` too.
+    """
+    if namespace is None:
+        namespace = sys._getframe(1).f_globals  # the calling cell's variables
+    missing = [name for name in names if name not in namespace]
+    if not missing:
+        return
+    listed = " and ".join(f"`{name}`" for name in missing)
+    verb = "is" if len(missing) == 1 else "are"
+    msg = f"Run the cells above first (from 'Setup' down): {listed} {verb} not defined yet."
+    raise NotDefinedYetError(msg, name=missing[0])
 
 
 def notebook_paths(folder: str | Path) -> list[Path]:
@@ -100,7 +141,9 @@ def execute_notebook(path: str | Path, *, timeout: int = 120) -> None:
 
     Cells tagged ``raises-exception`` may fail; any other error stops the run
     and raises, leaving the file untouched. Volatile metadata (timings,
-    widget state) is dropped so that diffs show only real changes.
+    widget state) is dropped so that diffs show only real changes; without
+    its state a widget cannot be drawn again, so its outputs keep only their
+    text form (JupyterLab would otherwise show "Error displaying widget").
 
     Raises:
         nbclient.exceptions.CellExecutionError: a cell failed unexpectedly.
@@ -118,6 +161,8 @@ def execute_notebook(path: str | Path, *, timeout: int = 120) -> None:
     }
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
+        for output in cell.get("outputs", []):
+            output.get("data", {}).pop(_WIDGET_VIEW, None)
     nbformat.write(nb, path)
 
 

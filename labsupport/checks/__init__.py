@@ -2,15 +2,18 @@
 
 Each topic has its own module (``labsupport.checks.svd``...). A check prints a
 short confirmation when the answer is right and raises :class:`CheckFailed`
-with a hint (what was expected, what to look at) when it is not.
+with a hint (what was expected, what to look at) when it is not. In a
+notebook IPython shows just that hint, not a traceback through the checker.
 """
 
 from __future__ import annotations
 
+from labsupport.errors import LabError
+
 __all__ = ["CheckFailed", "passed", "require"]
 
 
-class CheckFailed(AssertionError):
+class CheckFailed(LabError, AssertionError):
     """An exercise answer is not right yet; the message says what to look at."""
 
 

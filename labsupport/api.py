@@ -34,6 +34,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Route
@@ -213,11 +214,14 @@ def create_app(
         # seconds, mark whatever is left `interrupted` (and persist that).
         service.shutdown(shutdown_grace)
 
-    app = FastAPI(
+    # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from the
+    # package, not a CDN, so they work offline (classrooms, trains, CI).
+    app = FastAPIOffline(
         title="Movie API: Session 09",
         summary="Movies, ratings and recommendations rebuilt in the background.",
         version="0.9.0",
         lifespan=lifespan,
+        static_url="/docs/static",  # under /docs: never a target of injected failures
     )
     app.state.store = store
     app.state.service = service

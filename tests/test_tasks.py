@@ -214,9 +214,8 @@ def test_a_build_process_killed_mid_build_fails_that_build_only(store: MemorySto
     import os
     import signal
 
-    from labsupport.tasks import BuildProcess
-
     from labsupport.data import synthetic_shape
+    from labsupport.tasks import BuildProcess
 
     ratings = synthetic_shape("ml-100k", seed=0)  # big enough that the build outlasts the kill
     with BuildProcess() as worker:

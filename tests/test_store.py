@@ -383,3 +383,22 @@ def test_sqlite_files_from_before_the_seq_column_still_open(tmp_path: Path) -> N
         assert store.rating_arrays().scores.tolist() == [4.0]
         store.add_rating(2, 1, 5)
         assert store.rating_arrays().user_ids.tolist() == [1, 2]
+
+
+def test_memory_rating_arrays_are_cached_until_a_write() -> None:
+    store = MemoryStore()
+    store.add_movies([("Heat", 1995, "Crime"), ("Ran", 1985, "War")])
+    store.add_rating(2, 1, 4)
+    store.add_rating(1, 2, 3)
+    first = store.rating_arrays()
+    assert store.rating_arrays() is first  # nothing changed: no new sort
+    with pytest.raises(ValueError):
+        first.scores[0] = 5.0  # shared by every caller, so read-only
+    store.add_rating(1, 1, 5)
+    second = store.rating_arrays()
+    assert second is not first
+    assert list(zip(second.user_ids.tolist(), second.movie_ids.tolist(), strict=True)) == [
+        (1, 1),
+        (1, 2),
+        (2, 1),
+    ]

@@ -37,7 +37,7 @@ __all__ = ["COLUMNS", "DEFAULTS", "run"]
 DEFAULTS: dict[str, Any] = {
     # shape -> (window in whole seconds, repetitions); each repetition waits
     # for its rebuild to finish, so small shapes are cheap to repeat.
-    "shapes": {"ml-1m": [2, 3], "ml-10m": [5, 1]},
+    "shapes": {"ml-1m": [2, 3], "ml-10m": [5, 3]},
     "variants": list(VARIANTS),
     "connections": 8,
     "max_build_wait": 240.0,

@@ -195,6 +195,7 @@ def test_build_process_is_reused_and_replaced_when_it_dies(store: MemoryStore) -
     from labsupport.tasks import BuildProcess
 
     ratings = store.rating_arrays()
+    shared_before = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
     with BuildProcess() as worker:
         first = worker.build(ratings, version=1, rank=2)
         pid = worker.pid
@@ -208,6 +209,8 @@ def test_build_process_is_reused_and_replaced_when_it_dies(store: MemoryStore) -
         third = worker.build(ratings, version=3, rank=2)  # a new child takes over
         assert third.version == 3 and worker.pid not in (None, pid)
     assert worker.pid is None  # closed with the context
+    if os.path.isdir("/dev/shm"):  # every block, both ways, was unlinked
+        assert set(os.listdir("/dev/shm")) - shared_before == set()
 
 
 def test_a_build_process_killed_mid_build_fails_that_build_only(store: MemoryStore) -> None:

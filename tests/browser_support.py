@@ -428,6 +428,8 @@ class NotebookRun:
         finished: Whether every cell left the ``[*]`` state before the deadline.
         seconds: Wall time from confirming the dialog to the idle kernel.
         screenshot: The full-page screenshot of the notebook.
+        live_bars: The output texts of cells showing a progress bar, read while
+            those cells were still running.
     """
 
     name: str
@@ -435,6 +437,7 @@ class NotebookRun:
     finished: bool
     seconds: float
     screenshot: Path
+    live_bars: tuple[str, ...] = ()
 
     @property
     def pending(self) -> list[int]:
@@ -487,15 +490,28 @@ def read_cells(page: Page) -> tuple[CellView, ...]:
     )
 
 
-def wait_until_idle(page: Page, *, timeout: float) -> bool:
+def wait_until_idle(page: Page, *, timeout: float, seen_bars: list[str] | None = None) -> bool:
     """Wait until some cell has run, none is queued or running, and the kernel is idle.
+
+    Args:
+        page: The notebook's page.
+        timeout: How long to wait, in seconds.
+        seen_bars: If given, every distinct output text of a cell that shows a
+            progress bar while that cell is still running is appended to it:
+            what a student sees the bar say during a rebuild.
 
     Returns:
         True when that happened within ``timeout``, False otherwise.
     """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        prompts = [c.prompt for c in read_cells(page) if c.kind == "code"]
+        cells = read_cells(page)
+        if seen_bars is not None:
+            for cell in cells:
+                live = cell.prompt == "[*]:" and cell.progress_bars
+                if live and cell.text not in seen_bars:
+                    seen_bars.append(cell.text)
+        prompts = [c.prompt for c in cells if c.kind == "code"]
         started = any(p not in ("", "[ ]:") for p in prompts)
         if started and "[*]:" not in prompts and page.evaluate(_KERNEL_STATUS_JS) == "idle":
             return True
@@ -551,7 +567,8 @@ def run_all(
         choose_menu(page, "Kernel", "runmenu:restart-and-run-all")
         page.locator(".jp-Dialog .jp-Dialog-button.jp-mod-accept").click()  # "Restart"
         start = time.monotonic()
-        finished = wait_until_idle(page, timeout=timeout)
+        live_bars: list[str] = []
+        finished = wait_until_idle(page, timeout=timeout, seen_bars=live_bars)
         seconds = time.monotonic() - start
         # A figure is an <img> with a data: URL; give each a moment to decode
         # (one that never does shows naturalWidth 0, which the test reports).
@@ -563,7 +580,7 @@ def run_all(
             )
         cells = read_cells(page)
         screenshot = save_screenshot(page, artifacts / f"{Path(name).stem}.png")
-        return NotebookRun(name, cells, finished, seconds, screenshot)
+        return NotebookRun(name, cells, finished, seconds, screenshot, tuple(live_bars))
     finally:
         page.close()
         lab.shut_down_kernels()

@@ -22,6 +22,7 @@ Needs Debian's Chromium and Playwright for Python; skips without them.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -163,6 +164,11 @@ def test_rebuild_notebook_shows_a_widget_progress_bar(
     assert run.finished, f"03_background_rebuild did not finish; cells {run.pending} pending"
     bars = [c.index for c in run.cells if c.progress_bars]
     assert bars, "no ipywidgets progress bar in 03_background_rebuild's outputs after Run All"
+    # ...and it moved while a rebuild ran: a reading short of 100 % before its cell ended
+    percents = [int(p) for text in run.live_bars for p in re.findall(r"(\d+)%", text)]
+    assert any(0 <= p < 100 for p in percents), (
+        f"no progress bar was seen part-way while its cell ran; live readings: {run.live_bars}"
+    )
 
 
 DOCS_CELLS = [

@@ -38,6 +38,7 @@ shrink unnoticed.
 from __future__ import annotations
 
 import collections
+import re
 import threading
 from collections.abc import Iterator
 from decimal import Decimal
@@ -170,6 +171,22 @@ def test_openapi_fuzz(case: schemathesis.Case) -> None:
     CASES[case.operation.label] += 1
     DISTINCT[case.operation.label].add(_fingerprint(response))
     case.validate_response(response)  # every enabled check: all of them
+    _assert_no_internals(response.text)
+
+
+_INTERNALS = re.compile(r"Traceback \(most recent call last\)|File \"[^\"]+\.py\"|/labsupport/")
+
+
+def _assert_no_internals(body: str) -> None:
+    """No response may show a traceback or a path inside the server."""
+    found = _INTERNALS.search(body)
+    assert found is None, f"the response shows server internals: {found.group(0)!r} in {body!r}"
+
+
+def test_the_internals_check_catches_a_traceback() -> None:
+    with pytest.raises(AssertionError, match="server internals"):
+        _assert_no_internals('Traceback (most recent call last):\n  File "/x/api.py", line 1')
+    _assert_no_internals('{"detail": "movie 99 does not exist; add it first or check the id"}')
 
 
 def test_fuzzing_ran_enough_cases(request: pytest.FixtureRequest) -> None:

@@ -94,7 +94,7 @@ def test_fifty_posts_without_key_coalesce(server: ServerHandle, builder: Countin
 def test_ratings_written_during_a_rebuild_are_all_kept(
     server: ServerHandle, store: MemoryStore, builder: CountingBuilder
 ) -> None:
-    writers, per_writer = 8, 60
+    writers, per_writer = 8, 500
     acknowledged: list[tuple[int, int]] = []
     lock = threading.Lock()
 
@@ -119,4 +119,5 @@ def test_ratings_written_during_a_rebuild_are_all_kept(
         assert wait_all_final(http, {second}) == {second: "complete"}
         info = http.get("/recommender").json()
         assert info["n_users"] == 3 + writers
+        assert info["n_ratings"] == store.count_ratings()  # the rebuild counted every one
         assert info["ratings_since_build"] == 0

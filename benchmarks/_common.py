@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "loadavg",
     "machine_facts",
     "median",
+    "parse_child_result",
     "peak_rss_mib",
     "reset_peak_rss",
     "rss_mib",
@@ -151,13 +153,6 @@ def machine_facts() -> dict[str, Any]:
     }
 
 
-def median(values: Sequence[float]) -> float:
-    """Return the median of a non-empty sequence."""
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-
-
 Column = tuple[str, str, Callable[[Any], str]]
 """A table column: ``(row key, header, formatter)``."""
 
@@ -204,8 +199,16 @@ def child_env(**extra: str) -> dict[str, str]:
 
 
 def emit_child_result(result: Mapping[str, Any]) -> None:
-    """Print a child's result where :func:`run_json_child` finds it (the last marked line)."""
+    """Print a child's result where :func:`parse_child_result` finds it."""
     print(_CHILD_MARK + json.dumps(result), flush=True)
+
+
+def parse_child_result(line: str) -> dict[str, Any] | None:
+    """Return the result in a line printed by :func:`emit_child_result`, else ``None``."""
+    if not line.startswith(_CHILD_MARK):
+        return None
+    result: dict[str, Any] = json.loads(line[len(_CHILD_MARK) :])
+    return result
 
 
 def run_json_child(
@@ -234,9 +237,9 @@ def run_json_child(
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s", "wall": time.perf_counter() - started}
     wall = time.perf_counter() - started
-    for line in reversed(done.stdout.splitlines()):
-        if line.startswith(_CHILD_MARK):
-            result: dict[str, Any] = json.loads(line[len(_CHILD_MARK) :])
+    for line in reversed(done.stdout.splitlines()):  # the last result line counts
+        result = parse_child_result(line)
+        if result is not None:
             result["wall"] = wall
             return result
     tail = (done.stderr or done.stdout).strip().splitlines()[-3:]

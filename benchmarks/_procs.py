@@ -6,17 +6,15 @@ All times are in seconds.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import selectors
 import subprocess
 import sys
 import tempfile
 import time
-from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
-from benchmarks._common import REPO_ROOT, child_env
+from benchmarks._common import REPO_ROOT, child_env, parse_child_result
 
 __all__ = ["BenchServer", "children_of", "cpu_seconds"]
 
@@ -56,31 +54,21 @@ def children_of(pid: int) -> list[int]:
 class BenchServer:
     """``python -m benchmarks._serve`` in a child process, stopped by closing its stdin.
 
-    Use it as a context manager. ``module`` is the server to run (scratch
-    experiments pass their own module with the same command line).
-    Start-up (synthetic data, one model build) is bounded by
-    ``start_timeout``; on exit the server gets 20 s to stop and is then
-    killed by its PID, together with any build process it started.
+    Use it as a context manager. Start-up (synthetic data, one model build)
+    is bounded by ``start_timeout``; on exit the server gets 20 s to stop and
+    is then killed by its PID, together with any build process it started.
 
     Attributes:
         info: What the server printed: ``ports``, ``pid``, sizes, set-up times.
     """
 
-    def __init__(
-        self,
-        shape: str,
-        variants: list[str],
-        *,
-        start_timeout: float = 300.0,
-        module: str = "benchmarks._serve",
-    ) -> None:
+    def __init__(self, shape: str, variants: list[str], *, start_timeout: float = 300.0) -> None:
         self.shape = shape
-        self.module = module
         self.variants = variants
         self.start_timeout = start_timeout
         self.info: dict[str, Any] = {}
         self._proc: subprocess.Popen[str] | None = None
-        self._stderr: Any = None
+        self._stderr: IO[str] | None = None
 
     @property
     def pid(self) -> int:
@@ -93,7 +81,7 @@ class BenchServer:
         return f"http://127.0.0.1:{self.info['ports'][variant]}"
 
     def __enter__(self) -> BenchServer:
-        cmd = [sys.executable, "-m", self.module, "--shape", self.shape]
+        cmd = [sys.executable, "-m", "benchmarks._serve", "--shape", self.shape]
         cmd += ["--variants", ",".join(self.variants)]
         self._stderr = tempfile.TemporaryFile("w+")  # a pipe nobody reads could fill up
         self._proc = subprocess.Popen(
@@ -108,7 +96,7 @@ class BenchServer:
         try:
             self.info = self._read_ready()
         except BaseException:
-            self.__exit__(None, None, None)
+            self.close()
             raise
         return self
 
@@ -124,8 +112,8 @@ class BenchServer:
                 if not line:  # the server died
                     msg = f"benchmark server for {self.shape} died: {self.stderr_tail()}"
                     raise RuntimeError(msg)
-                if line.startswith("BENCHJSON "):
-                    info: dict[str, Any] = json.loads(line[len("BENCHJSON ") :])
+                info = parse_child_result(line)
+                if info is not None:
                     return info
         msg = f"benchmark server for {self.shape} did not start in {self.start_timeout:.0f} s"
         raise RuntimeError(msg)
@@ -139,12 +127,11 @@ class BenchServer:
         text: str = self._stderr.read()
         return text.strip()[-chars:]
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the server (and a build process it left behind); safe to call twice."""
         proc = self._proc
         if proc is None:
             return
@@ -165,7 +152,7 @@ class BenchServer:
                 proc.stdout.close()
             if self._stderr is not None:
                 self._stderr.close()
-            self._proc = None
+            self._proc = self._stderr = None
 
 
 def _is_build_process(pid: int) -> bool:

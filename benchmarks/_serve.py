@@ -13,8 +13,10 @@ stops when its stdin closes.
 Variants:
 
 ``thread`` / ``process``
-    :func:`labsupport.api.create_app` with ``executor="thread"`` or
-    ``"process"``: ``POST /recommender/rebuild`` runs the package's rebuild.
+    :func:`labsupport.api.create_app` around a
+    :class:`~labsupport.tasks.RebuildService` whose builder
+    (:class:`FirstThenBuild`) builds as that executor does: ``POST
+    /recommender/rebuild`` runs the package's rebuild.
 ``seed-sync`` / ``seed-async``
     The same app plus the seed's scheduling, added here as a throwaway
     route: ``POST /seed/rebuild`` returns 202 and hands a background task to
@@ -148,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     handles = {v: serve_in_thread(make_app(v, store, model), log_level="warning") for v in variants}
     # The store's upsert index holds one entry per rating (10M at ML-10M); a full
     # garbage collection walks it in ~20 ms, which showed up as idle-window p99
-    # outliers. Long-lived servers freeze their start-up heap for the same reason.
+    # outliers. A long-lived server holding millions of objects should do the same.
     gc.collect()
     gc.freeze()
     emit_child_result(

@@ -2,7 +2,7 @@
 
 Per data set, a random 75/25 split of each user's ratings (fixed seed,
 :func:`labsupport.data.split_per_user`); movies the user rated in training are
-never recommended. Three methods in one table:
+never recommended. Four methods in one table:
 
 ``default``
     :func:`~labsupport.recommender.build_model` with its defaults, lists from
@@ -93,9 +93,7 @@ def ranking_metrics(
     if len(test) == 0 or k < 1:
         msg = f"need at least one test rating and k >= 1, got {len(test)} ratings and k={k}"
         raise ValueError(msg)
-    relevant: dict[int, set[int]] = {}
-    for user, movie in zip(test.user_ids.tolist(), test.movie_ids.tolist(), strict=True):
-        relevant.setdefault(user, set()).add(movie)
+    relevant = _movies_by_user(test)
     discount = [1 / math.log2(i + 2) for i in range(k)]
     totals = dict.fromkeys(("precision", "recall", "ndcg", "map"), 0.0)
     for user, wanted in relevant.items():
@@ -117,11 +115,11 @@ def ranking_metrics(
     return result
 
 
-def _rated(train: RatingArrays) -> dict[int, set[int]]:
-    seen: dict[int, set[int]] = {}
-    for user, movie in zip(train.user_ids.tolist(), train.movie_ids.tolist(), strict=True):
-        seen.setdefault(user, set()).add(movie)
-    return seen
+def _movies_by_user(ratings: RatingArrays) -> dict[int, set[int]]:
+    movies: dict[int, set[int]] = {}
+    for user, movie in zip(ratings.user_ids.tolist(), ratings.movie_ids.tolist(), strict=True):
+        movies.setdefault(user, set()).add(movie)
+    return movies
 
 
 def _unseen(ranked: Sequence[int], seen: set[int], k: int) -> list[int]:
@@ -151,7 +149,7 @@ def evaluate(
         ``precision_recall_at_k`` as a cross-check and the RMSE on ``test``.
     """
     users = np.unique(test.user_ids).tolist()
-    seen = _rated(train)
+    seen = _movies_by_user(train)
     rows = []
     model = None
     for method in methods:

@@ -16,7 +16,8 @@ build). Designs:
     (ml-100k and ml-1m).
 
 Small shapes are built three times in their process and reported by the
-median (the first build pays one-off costs such as loading ARPACK).
+median (the first build pays one-off costs such as loading ARPACK); the
+``seed`` design, which takes seconds, once.
 The ``store`` row times the path from a SQLite file to a model at ml-1m.
 """
 

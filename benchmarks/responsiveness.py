@@ -9,12 +9,15 @@ until the window is over (an ml-1m build is shorter than any window; an
 ml-10m build covers it alone). The tasks' own ``started_at`` and
 ``finished_at`` give the share of the window during which a build ran
 (``coverage``; ``inside`` means at least 90 %). Repetitions are summarised
-by their medians.
+by their medians (``busy_max_ms`` by the largest).
 Ratios to the same variant's idle numbers are what the targets judge: p99
 during a rebuild within 2x of idle, throughput at least 70 % of idle.
 
 CPU shares are fractions of one core over the window: wrk's own (from
-``wait4``), the server process's (``/proc``), and a process-executor build's.
+``wait4``), the server process's (``/proc``), and that of the server's child
+processes (``child_cpu_share``): the ``process`` variant's long-lived build
+process, idle while the other variants are measured (their builds run inside
+the server and count as server CPU).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import httpx
 from benchmarks._common import Column, fmt, median
 from benchmarks._procs import BenchServer, children_of, cpu_seconds
 from benchmarks._serve import VARIANTS
-from benchmarks._wrk import find_wrk, lua_script, run_wrk
+from benchmarks._wrk import INSTALL_HINT, find_wrk, lua_script, run_wrk
 
 __all__ = ["COLUMNS", "DEFAULTS", "run"]
 
@@ -47,7 +50,8 @@ DEFAULTS: dict[str, Any] = {
 NOTES = [
     "seed-sync and seed-async run the package's build_model with the seed's scheduling "
     "(BackgroundTasks); the seed's own dense build takes ~24 s at ml-1m and cannot run at ml-10m",
-    "thread is the package's default executor: a daemon thread with one BLAS thread",
+    "thread is the package's thread executor (what the default, auto, picks below "
+    "100,000 ratings): a daemon thread with one BLAS thread",
     "all variants of a shape live in one server process and are measured one after the other",
     "a blocked event loop answers nothing during the build: p99 is then missing and req/s is 0",
 ]
@@ -204,8 +208,8 @@ def _mid(values: list[float | None]) -> float | None:
 
 def _row(variant: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Summarise repetitions by their medians; ratios compare medians of the same variant."""
-    idle = {k: _mid([r["idle"][k] for r in runs]) for k in ("p50_ms", "p99_ms", "max_ms", "rps")}
-    busy = {k: _mid([r["busy"][k] for r in runs]) for k in ("p50_ms", "p99_ms", "max_ms", "rps")}
+    idle = {k: _mid([r["idle"][k] for r in runs]) for k in ("p50_ms", "p99_ms", "rps")}
+    busy = {k: _mid([r["busy"][k] for r in runs]) for k in ("p50_ms", "p99_ms", "rps")}
     busy_max = [r["busy"]["max_ms"] for r in runs if r["busy"]["max_ms"] is not None]
     p99_ratio = busy["p99_ms"] / idle["p99_ms"] if busy["p99_ms"] and idle["p99_ms"] else None
     rps_ratio = (busy["rps"] or 0.0) / idle["rps"] if idle["rps"] else None
@@ -258,9 +262,7 @@ def run(settings: dict[str, Any] | None = None) -> dict[str, Any]:
         "notes": NOTES,
     }
     if find_wrk() is None:
-        result["skipped"] = (
-            "wrk is not installed: install it (apt-get install -y wrk) to measure this section"
-        )
+        result["skipped"] = INSTALL_HINT
         return result
     with tempfile.TemporaryDirectory(prefix="bench-wrk-") as tmp:
         for shape, (window, repeats) in cfg["shapes"].items():

@@ -4,8 +4,10 @@ One server process (:mod:`benchmarks._serve`, variant ``thread``, synthetic
 ml-1m, a model already built) answers ``GET /health`` and ``GET
 /recommendations/{random user}`` in turns (health, recommendations, health,
 recommendations: alternating cancels slow drift), each a wrk window
-(``-t1 -c8``). The target is recommendations at no less than 70 % of the
-health check's throughput.
+(``-t1 -c8``), after a 1 s warm-up on ``/health``. A row's req/s is the mean
+of its windows, its latencies and CPU shares their medians (``max_ms`` the
+largest). The target is recommendations at no less than 70 % of the health
+check's throughput.
 
 An in-process timing of ``recommend()`` per call says how much of a request
 is the recommender itself.
@@ -20,7 +22,7 @@ from typing import Any
 
 from benchmarks._common import Column, fmt, median
 from benchmarks._procs import BenchServer, cpu_seconds
-from benchmarks._wrk import find_wrk, lua_script, run_wrk
+from benchmarks._wrk import INSTALL_HINT, find_wrk, lua_script, run_wrk
 
 __all__ = ["COLUMNS", "DEFAULTS", "recommend_cost", "run"]
 
@@ -104,9 +106,7 @@ def run(settings: dict[str, Any] | None = None) -> dict[str, Any]:
     }
     result["recommend_us"] = recommend_cost(cfg["shape"], seed=cfg["seed"])
     if find_wrk() is None:
-        result["skipped"] = (
-            "wrk is not installed: install it (apt-get install -y wrk) to measure this section"
-        )
+        result["skipped"] = INSTALL_HINT
         return result
     with (
         tempfile.TemporaryDirectory(prefix="bench-wrk-") as tmp,

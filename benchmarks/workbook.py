@@ -1,11 +1,13 @@
 """Section ``workbook``: how long each notebook takes to run, and its slowest cells.
 
 Every notebook in ``notebooks/`` is copied, with the rest of that folder, to
-a temporary directory and executed there (never in place) the way
-:func:`labsupport.workbook.execute_notebook` does it (fresh ``python3``
-kernel, working directory = the notebook's folder, the same timeout), but
-with ``record_timing=True`` so each cell's metadata carries the kernel's
-timestamps: a cell's time is ``shell.execute_reply - iopub.execute_input``.
+a temporary directory and executed there (never in place) with
+:func:`labsupport.workbook.run_cells`, as
+:func:`~labsupport.workbook.execute_notebook` does (fresh ``python3`` kernel,
+working directory = the notebook's folder; the timeout per cell is
+``DEFAULTS["timeout"]``), but with ``record_timing=True`` so each cell's
+metadata carries the kernel's timestamps: a cell's time is
+``shell.execute_reply - iopub.execute_input``.
 The floor is what any notebook pays: a kernel that runs one empty cell, and
 one that imports the stack the workbook uses.
 """

@@ -25,8 +25,15 @@ if str(ROOT) not in sys.path:  # benchmarks/ sits next to the package but is not
 
 from benchmarks import SECTIONS, quality, responsiveness  # noqa: E402
 from benchmarks import workbook as wb_section  # noqa: E402
+from benchmarks.__main__ import main as bench_main  # noqa: E402
 from benchmarks._child import measure_build, measure_store_path  # noqa: E402
-from benchmarks._common import RESULTS_PATH, format_table, machine_facts  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    RESULTS_PATH,
+    emit_child_result,
+    format_table,
+    machine_facts,
+    parse_child_result,
+)
 from benchmarks._serve import FirstThenBuild  # noqa: E402
 from benchmarks._wrk import WrkMissingError, lua_script, require_wrk  # noqa: E402
 from labsupport.checks import CheckFailed  # noqa: E402
@@ -153,7 +160,7 @@ def test_responsiveness_row_summarises_repetitions() -> None:
 
 
 def test_coverage_of_the_window_by_builds() -> None:
-    builds = [
+    builds: list[dict[str, Any]] = [
         {"started_at": 0.0, "finished_at": 1.0},
         {"started_at": 1.1, "finished_at": 2.5},
         {"started_at": 2.6, "finished_at": None},  # still running
@@ -168,7 +175,7 @@ def test_first_then_build_installs_then_rebuilds() -> None:
     first = build(ratings, version=7, progress=lambda f: None)
     assert first.version == 7 and first.user_factors is prebuilt.user_factors
     second = build(ratings, version=8, progress=lambda f: None)
-    assert second.version == 8 and second is not first
+    assert second.version == 8 and second.user_factors is not prebuilt.user_factors
 
 
 def test_time_notebook_records_each_cell(tmp_path: Path) -> None:
@@ -188,6 +195,13 @@ def test_format_table_aligns_columns() -> None:
     lines = text.splitlines()
     assert lines[0].startswith("name") and len({len(line) for line in lines}) == 1
     assert lines[-1].rstrip().endswith("-")
+
+
+def test_child_result_survives_the_round_trip(capsys: pytest.CaptureFixture[str]) -> None:
+    emit_child_result({"ports": {"thread": 8000}, "pid": 7})
+    line = capsys.readouterr().out.strip()
+    assert parse_child_result(line) == {"ports": {"thread": 8000}, "pid": 7}
+    assert parse_child_result("INFO: Started server process") is None
 
 
 def test_machine_facts_name_the_machine() -> None:
@@ -212,6 +226,14 @@ def test_committed_results_follow_the_schema(results: dict[str, Any]) -> None:
         for target in section["targets"]:
             assert {"name", "target", "measured", "met"} <= set(target), name
     json.dumps(results)  # machine-readable all the way down
+
+
+def test_print_shows_every_committed_section(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench_main(["--print"]) == 0
+    out = capsys.readouterr().out
+    for name in SECTIONS:
+        assert f"== {name}: " in out
+    assert "From SQLite to a model:" in out and "recommend() in-process" in out
 
 
 def test_committed_rebuild_rows_cover_the_four_shapes(results: dict[str, Any]) -> None:

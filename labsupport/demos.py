@@ -410,8 +410,7 @@ def record_requests(
     finally:
         for client in clients:
             client.close()
-    frame = pd.DataFrame(rows, columns=["client", "path", "start", "end", "latency", "status"])
-    frame.insert(0, "mode", "")
+    frame = pd.DataFrame(rows, columns=list(COLUMNS)).assign(mode="")
     frame = frame.sort_values("start", ignore_index=True)
     frame.attrs["origin"] = zero
     return frame

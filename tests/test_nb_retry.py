@@ -359,6 +359,7 @@ def test_wrong_should_retry_gets_a_hint(answer: Callable[[int], Any], hint: str)
             lambda n, *, base, cap, rng: min(cap, base * 2**n) * (0.5 + rng.random() / 2),
             "whole range, starting at 0",
         ),
+        (lambda n, *, base, cap, rng: None, "returned None: return the delay"),
     ],
 )
 def test_wrong_full_jitter_gets_a_hint(answer: Callable[..., float], hint: str) -> None:
@@ -434,7 +435,7 @@ def test_schedules_figure(closing_figures: None) -> None:
     assert all(ax.get_yscale() == "log" for ax in visible)
     assert visible[0].get_ylabel() == "delay before retry (s)"
     assert visible[-1].get_xlabel() == "retry number"
-    assert "Jitter" in fig._suptitle.get_text()  # type: ignore[union-attr]
+    assert "Jitter" in fig.get_suptitle()
     three = plots.schedules(["none", "full", "equal"], draws=5)
     assert sum(ax.get_visible() for ax in three.axes) == 3
     with pytest.raises(ValueError, match="strategies is empty"):
@@ -489,8 +490,6 @@ def test_contention_figure(closing_figures: None) -> None:
     assert calls_ax.get_ylabel() == "calls by all clients"
     assert time_ax.get_ylabel() == "time until the last client succeeds (s)"
     assert calls_ax.get_xlabel() == time_ax.get_xlabel() == "clients contending at once"
-    assert fig._suptitle.get_text() == (  # type: ignore[union-attr]
-        "10 clients: 'full' makes the fewest calls, 'full' finishes first"
-    )
+    assert fig.get_suptitle() == "10 clients: 'full' makes the fewest calls, 'full' finishes first"
     with pytest.raises(ValueError, match="results is empty"):
         plots.contention([])

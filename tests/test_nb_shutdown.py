@@ -247,8 +247,11 @@ def _poll_once(client: Any, headers: dict[str, str] | None = None) -> dict[str, 
     return result
 
 
-def test_check_rebuild_until_complete_passes_the_solution() -> None:
+def test_check_rebuild_until_complete_passes_the_solution(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     sd.check_rebuild_until_complete(rebuild_until_complete)
+    assert "interrupted task-1, asked again, task-2 completed" in capsys.readouterr().out
 
 
 def test_check_rebuild_until_complete_wants_a_second_request() -> None:
@@ -296,8 +299,9 @@ def warm_start(cache: Any, store: Store) -> tuple[Model, str]:
     return model, "built"
 
 
-def test_check_warm_start() -> None:
+def test_check_warm_start(capsys: pytest.CaptureFixture[str]) -> None:
     sd.check_warm_start(warm_start)
+    assert "\u2714" in capsys.readouterr().out
 
     def never_saves(cache: Any, store: Store) -> tuple[Model, str]:
         return build_model(store.rating_arrays(), rank=4), "built"

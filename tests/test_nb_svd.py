@@ -133,7 +133,8 @@ def test_the_seed_reshape_fails_and_full_rank_copies_the_input() -> None:
         summed.reshape(matrix.shape)
     one_movie = matrix[:, :1]
     u1, s1, vt1 = np.linalg.svd(one_movie, full_matrices=False)
-    (u1 * s1) @ vt1 @ np.ones((1, 1))  # the one-movie case reshapes fine
+    one_summed = (u1 * s1) @ vt1 @ np.ones((1, 1))  # the one-movie case reshapes fine
+    assert np.allclose(one_summed.reshape(one_movie.shape), one_movie)
     reconstruction = (u * s) @ vt
     assert np.abs(reconstruction - matrix).max() < 1e-12
     assert np.all(np.abs(reconstruction[matrix == 0]) < 1e-12)
@@ -246,6 +247,8 @@ def test_check_rank_unseen(capsys: pytest.CaptureFixture[str]) -> None:
         )
     with pytest.raises(CheckFailed, match="one entry per user"):
         checks.check_rank_unseen(lambda *a: [], scores, matrix, user_ids, movie_ids)
+    with pytest.raises(CheckFailed, match=r"got NoneType$"):  # forgot to return: no len()
+        checks.check_rank_unseen(lambda *a: None, scores, matrix, user_ids, movie_ids)
 
 
 # --- figures -----------------------------------------------------------------------

@@ -27,7 +27,6 @@ __all__ = [
 ]
 
 _MOVIE_KEYS = {"id", "title", "year", "genre"}
-_FREEZING = frozenset({"blocking", "async_task"})
 
 
 def check_first_server(movies: Any, server: Any) -> None:

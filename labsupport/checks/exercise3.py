@@ -17,7 +17,7 @@ from fastapi import FastAPI
 
 from labsupport.api import create_app
 from labsupport.checks import passed, require
-from labsupport.data import catalogue_movies, demo_ratings
+from labsupport.data import CATALOGUE, demo_ratings
 from labsupport.recommender import Model, build_model
 from labsupport.store import MemoryStore
 from labsupport.tasks import RebuildService, TaskStatus, counter_ids
@@ -54,11 +54,17 @@ def app_routes(app: FastAPI | None = None) -> set[tuple[str, str]]:
     }
 
 
-def _demo_app(**options: Any) -> FastAPI:
+def _demo_store() -> MemoryStore:
     store = MemoryStore()
-    store.add_movies((m.title, m.year, m.genre) for m in catalogue_movies())
+    store.add_movies(CATALOGUE)
     store.add_ratings(demo_ratings(n_users=10, seed=0))
-    return create_app(store, build_options={"rank": 4}, task_id_factory=counter_ids(), **options)
+    return store
+
+
+def _demo_app(**options: Any) -> FastAPI:
+    return create_app(
+        _demo_store(), build_options={"rank": 4}, task_id_factory=counter_ids(), **options
+    )
 
 
 # ---------------------------------------------------------------- JWT shape
@@ -238,10 +244,7 @@ def check_auto_rebuilder(
     from fastapi.testclient import TestClient
 
     builder = _GatedBuilder()
-    store = MemoryStore()
-    store.add_movies((m.title, m.year, m.genre) for m in catalogue_movies())
-    store.add_ratings(demo_ratings(n_users=10, seed=0))
-    service = RebuildService(store, build=builder, task_id_factory=counter_ids())
+    service = RebuildService(_demo_store(), build=builder, task_id_factory=counter_ids())
     builder.gate.set()
     service.rebuild_now()  # the serving model: ratings_since_build is now 0
     builder.drain()

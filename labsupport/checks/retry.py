@@ -9,6 +9,7 @@ All times are in seconds.
 
 from __future__ import annotations
 
+import numbers
 import random
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -163,7 +164,15 @@ def check_full_jitter(full_jitter: Callable[..., float]) -> None:
     for n in range(8):
         ceiling = min(cap, base * 2**n)
         rng = random.Random(n)
-        delays = [float(full_jitter(n, base=base, cap=cap, rng=rng)) for _ in range(draws)]
+        answers = [full_jitter(n, base=base, cap=cap, rng=rng) for _ in range(draws)]
+        wrong = [a for a in answers if not isinstance(a, numbers.Real)]
+        if wrong:
+            msg = (
+                f"For retry {n} full_jitter returned {wrong[0]!r}: return the delay in "
+                "seconds, a number such as rng.uniform(0, ceiling)."
+            )
+            raise CheckFailed(msg)
+        delays = [float(a) for a in answers]
         low, high, mean = min(delays), max(delays), sum(delays) / draws
         require(
             low >= 0 and high <= ceiling,

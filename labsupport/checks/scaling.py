@@ -32,6 +32,13 @@ def _seconds(results: Mapping[str, Any], shape: str, design: str) -> float:
     raise KeyError(msg)
 
 
+def _require_number(name: str, value: Any, hint: str) -> None:
+    require(
+        isinstance(value, (int, float)) and math.isfinite(float(value)),
+        f"{name} should be one number, got {type(value).__name__}: {hint}",
+    )
+
+
 def expected_speedup(results: Mapping[str, Any], shape: str = "ml-1m") -> float:
     """Return the seed design's build time divided by ``build_model``'s at ``shape``."""
     return _seconds(results, shape, "seed") / _seconds(results, shape, "sparse")
@@ -56,11 +63,7 @@ def check_speedup(speedup: Any, results: Mapping[str, Any]) -> None:
         speedup: Your number: the seed's seconds divided by ``build_model``'s.
         results: The results the notebook loaded.
     """
-    require(
-        isinstance(speedup, (int, float)) and math.isfinite(float(speedup)),
-        f"speedup should be one number, got {type(speedup).__name__}: "
-        "divide two floats taken from the build table",
-    )
+    _require_number("speedup", speedup, "divide two floats taken from the build table")
     want = expected_speedup(results)
     require(
         not math.isclose(float(speedup), 1 / want, rel_tol=0.01),
@@ -81,11 +84,7 @@ def check_growth_exponent(slope: Any, results: Mapping[str, Any]) -> None:
         slope: Your fitted slope (``np.polyfit(log10 ratings, log10 seconds, 1)[0]``).
         results: The results the notebook loaded.
     """
-    require(
-        isinstance(slope, (int, float)) and math.isfinite(float(slope)),
-        f"slope should be one number, got {type(slope).__name__}: "
-        "np.polyfit(...) returns [slope, intercept], take the first",
-    )
+    _require_number("slope", slope, "np.polyfit(...) returns [slope, intercept], take the first")
     want = expected_growth_exponent(results)
     require(
         abs(float(slope) - want) <= 0.02,

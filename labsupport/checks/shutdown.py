@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from labsupport.checks import CheckFailed, passed, require
-from labsupport.data import catalogue_movies, demo_ratings
+from labsupport.data import CATALOGUE, demo_ratings
 from labsupport.recommender import Model, recommend
 from labsupport.rediscache import MemoryCache
 from labsupport.store import MemoryStore
@@ -216,7 +216,7 @@ def check_rebuild_until_complete(rebuild_until_complete: Callable[..., Any]) -> 
 
 def _demo_store(n_users: int, seed: int) -> MemoryStore:
     store = MemoryStore()
-    store.add_movies((m.title, m.year, m.genre) for m in catalogue_movies())
+    store.add_movies(CATALOGUE)
     store.add_ratings(demo_ratings(n_users=n_users, seed=seed))
     return store
 

@@ -9,7 +9,7 @@ the inputs they are given.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Sized
 from typing import Any
 
 import numpy as np
@@ -230,10 +230,11 @@ def check_rank_unseen(
     score_array = np.asarray(scores, dtype=np.float64)
     rated = np.asarray(matrix) != 0
     result = _call(rank_unseen, score_array.copy(), np.asarray(matrix).copy(), user_ids, movie_ids)
+    entries = f" with {len(result)} entries" if isinstance(result, Sized) else ""
     require(
         isinstance(result, Mapping) and set(result) == set(user_ids),
         "rank_unseen should return a dict with one entry per user id, like the seed's "
-        f"MODEL_CACHE; got {type(result).__name__} with {len(result)} entries",
+        f"MODEL_CACHE; got {type(result).__name__}{entries}",
     )
     movies = list(movie_ids)
     for row, user in enumerate(user_ids):

@@ -193,7 +193,8 @@ def attempt_timings(runs: Mapping[str, Sequence[Attempt]]) -> Figure:
     """Plot real retries: a timeline per run, and planned delay against measured pause.
 
     Left: one row per run, a dot where each call began (green for a 2xx/3xx
-    answer, vermilion for an error), the measured pause as a grey bar (it
+    answer, vermilion for an error answer, grey when the call raised before
+    any answer), the measured pause as a grey bar (it
     starts when the call's answer arrived) and the planned end of the pause
     as a black tick. Right: each pause's measured length
     against its plan, with the line where the two are equal.

@@ -2,8 +2,8 @@
 
 Every function builds a new :class:`~matplotlib.figure.Figure` and returns it
 without showing it, so a notebook cell ends with ``plt.show()`` and a test can
-inspect and close it. Titles state what the figure shows (computed from the
-data, not hard-coded), axes name their units, and colours come from
+inspect and close it. Default titles state what the figure shows (computed
+from the data where they can be), axes name their units, and colours come from
 :data:`labsupport.plots.PALETTE`. Missing ratings (``NaN``) are always drawn
 in light grey, so they never look like a score.
 """

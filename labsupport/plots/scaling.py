@@ -49,7 +49,6 @@ VARIANT_COLOURS: dict[str, str] = {
     "process": PALETTE[2],
     "seed-sync": PALETTE[1],
     "seed-async": PALETTE[3],
-    "thread-1blas": PALETTE[5],
 }
 """One colour per serving variant in the ``responsiveness`` section."""
 
@@ -63,7 +62,6 @@ _VARIANT_LABELS = {
     "process": 'executor="process"',
     "seed-sync": "seed: def background task",
     "seed-async": "seed: async def background task",
-    "thread-1blas": "proposal: thread, 1 BLAS thread",
 }
 
 
@@ -132,14 +130,14 @@ def rebuild_figure(results: Mapping[str, Any]) -> Figure:
     import matplotlib.pyplot as plt
 
     table = build_table(results).dropna()
-    shapes = {r["shape"]: r for r in _section(results, "rebuild")["rows"]}
+    shapes = list(dict.fromkeys(r["shape"] for r in _section(results, "rebuild")["rows"]))
     fig, (left, right) = plt.subplots(1, 2, figsize=(11.0, 4.4))
     for design, group in table.groupby("design", sort=False):
         style = {"color": DESIGN_COLOURS.get(str(design), PALETTE[7]), "marker": "o"}
         label = _DESIGN_LABELS.get(str(design), str(design))
         left.plot(group["ratings"], group["seconds"], label=label, **style)
         right.plot(group["ratings"], group["peak_mib"], label=label, **style)
-    dense = _dense_matrix_mib(results, list(shapes))
+    dense = _dense_matrix_mib(shapes)
     if dense:
         xs, ys = zip(*dense, strict=True)
         right.plot(xs, ys, ":", color=DESIGN_COLOURS["seed"], label="seed's dense matrix alone")
@@ -156,7 +154,7 @@ def rebuild_figure(results: Mapping[str, Any]) -> Figure:
     return fig
 
 
-def _dense_matrix_mib(results: Mapping[str, Any], shapes: list[str]) -> list[tuple[int, float]]:
+def _dense_matrix_mib(shapes: list[str]) -> list[tuple[int, float]]:
     """Return ``(ratings, MiB)`` of a dense float64 users x movies matrix per shape."""
     from labsupport.data import SHAPES
 
@@ -225,7 +223,6 @@ def latency_figure(results: Mapping[str, Any]) -> Figure:
             width,
             color=colour,
             label=label,
-            hatch=None,
         )
         for x, value, idle in zip(xs, busy, rows["idle_p99_ms"].tolist(), strict=True):
             if math.isnan(value):

@@ -59,16 +59,21 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
-from urllib.parse import urlsplit
 
 from labsupport.errors import LabError
 from labsupport.recommender import Model
-from labsupport.rediscache import RedisUnavailableError, model_from_bytes, model_to_bytes
+from labsupport.rediscache import (
+    RedisUnavailableError,
+    _check_ttls,
+    _ms,
+    _where,
+    model_from_bytes,
+    model_to_bytes,
+)
 from labsupport.store import Store
 from labsupport.tasks import Builder, Task, TaskStatus
 
@@ -96,12 +101,6 @@ class LeaseLostError(RuntimeError):
     """Raised inside a build whose task is no longer this builder's to finish."""
 
 
-def _describe(url: str) -> str:
-    """Describe a Redis URL without its password: ``host:port db N``."""
-    parts = urlsplit(url)
-    return f"{parts.hostname or '?'}:{parts.port or 6379} db {parts.path.lstrip('/') or '0'}"
-
-
 def connect_redis(url: str, *, timeout: float | None = 5.0) -> redis.Redis:
     """Return a client for the Redis at ``url``, after checking it answers a PING.
 
@@ -126,7 +125,7 @@ def connect_redis(url: str, *, timeout: float | None = 5.0) -> redis.Redis:
         client.ping()
     except (redis.RedisError, OSError, ValueError) as exc:
         msg = (
-            f"no Redis answered at {_describe(url)} ({type(exc).__name__}); "
+            f"no Redis answered at {_where(url)[0]} ({type(exc).__name__}); "
             "start redis-server or fix the --redis URL"
         )
         raise RedisUnavailableError(msg) from None
@@ -249,10 +248,6 @@ return 1
 """
 
 
-def _ms(seconds: float) -> int:
-    return max(1, math.ceil(seconds * 1000))
-
-
 def _text(value: bytes | str | None) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -264,8 +259,8 @@ JobState = Callable[[str, float], "str | None"]
 class RedisTaskRegistry:
     """The rebuild tasks, idempotency keys and models of one ``prefix`` in Redis.
 
-    Every method is one or two Redis round trips and safe to call from any
-    number of threads and processes at once. The service
+    Every method takes a few Redis round trips at most and is safe to call
+    from any number of threads and processes at once. The service
     (:class:`~labsupport.redisservice.RedisRebuildService`) and the RQ worker
     (:mod:`labsupport.worker`) are both written on top of it.
 
@@ -294,15 +289,12 @@ class RedisTaskRegistry:
         old_model_ttl: float = 600.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        for name, value in (
-            ("lease_ttl", lease_ttl),
-            ("idempotency_ttl", idempotency_ttl),
-            ("task_ttl", task_ttl),
-            ("old_model_ttl", old_model_ttl),
-        ):
-            if not value > 0:
-                msg = f"{name} must be a positive number of seconds, got {value!r}"
-                raise ValueError(msg)
+        _check_ttls(
+            lease_ttl=lease_ttl,
+            idempotency_ttl=idempotency_ttl,
+            task_ttl=task_ttl,
+            old_model_ttl=old_model_ttl,
+        )
         self.client = client
         self.prefix = prefix
         self.lease_ttl = lease_ttl
@@ -373,10 +365,6 @@ class RedisTaskRegistry:
         if task_id is None or not self.client.exists(self._task_key(task_id)):
             return None
         return task_id
-
-    def runner(self, task_id: str) -> str | None:
-        """Return what builds the task: ``"rq"`` (a worker) or ``"api"`` (an API process)."""
-        return _text(cast("bytes | None", self.client.hget(self._task_key(task_id), "runner")))
 
     # -- the state machine ---------------------------------------------------
 

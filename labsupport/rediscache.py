@@ -140,6 +140,23 @@ def model_from_bytes(data: bytes) -> Model:
     return Model(rated=rated, **arrays, **scalars)
 
 
+# ---------------------------------------------------------------- helpers
+# (labsupport.redisbackend uses these too)
+
+
+def _check_ttls(**ttls: float) -> None:
+    """Raise ``ValueError`` unless every TTL given is a positive number of seconds."""
+    for name, value in ttls.items():
+        if not value > 0:
+            msg = f"{name} must be a positive number of seconds, got {value!r}"
+            raise ValueError(msg)
+
+
+def _ms(seconds: float) -> int:
+    """Seconds as the whole milliseconds Redis's ``PX`` and ``PEXPIRE`` take (at least 1)."""
+    return max(1, math.ceil(seconds * 1000))
+
+
 # ---------------------------------------------------------------- the caches
 
 
@@ -150,10 +167,7 @@ class _Cache:
     """``"redis"`` or ``"memory"``."""
 
     def __init__(self, *, prefix: str, task_ttl: float, old_model_ttl: float, reason: str) -> None:
-        for name, value in (("task_ttl", task_ttl), ("old_model_ttl", old_model_ttl)):
-            if not value > 0:
-                msg = f"{name} must be a positive number of seconds, got {value!r}"
-                raise ValueError(msg)
+        _check_ttls(task_ttl=task_ttl, old_model_ttl=old_model_ttl)
         self.prefix = prefix
         self.task_ttl = task_ttl
         self.old_model_ttl = old_model_ttl
@@ -360,10 +374,6 @@ class RedisCache(_Cache):
         )
         self.client = client
 
-    @staticmethod
-    def _ms(ttl: float) -> int:
-        return max(1, math.ceil(ttl * 1000))  # PX: EX in milliseconds
-
     def _call(self, command: str, *args: Any, **options: Any) -> Any:
         """Run one Redis command; a server that does not answer becomes one sentence."""
         try:
@@ -380,7 +390,7 @@ class RedisCache(_Cache):
             raise RedisUnavailableError(msg) from exc
 
     def _set(self, key: str, value: bytes, ttl: float | None) -> None:
-        self._call("set", key, value, px=None if ttl is None else self._ms(ttl))
+        self._call("set", key, value, px=None if ttl is None else _ms(ttl))
 
     def _get(self, key: str) -> bytes | None:
         return cast("bytes | None", self._call("get", key))
@@ -389,7 +399,7 @@ class RedisCache(_Cache):
         return cast("bytes | None", self._call("set", key, value, get=True))  # SET ... GET
 
     def _expire(self, key: str, ttl: float) -> None:
-        self._call("pexpire", key, self._ms(ttl))
+        self._call("pexpire", key, _ms(ttl))
 
     def close(self) -> None:
         """Close the connection pool; calling it twice is harmless."""

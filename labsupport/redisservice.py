@@ -11,7 +11,7 @@ same whichever service it gets. What changes is where things live:
 * **The model** is published to Redis by whoever builds it. Each API process
   keeps the model it serves in memory and a background thread checks the
   ``model:current`` pointer every ``poll_interval`` seconds (one small MGET),
-  loading a new version off the event loop; a request never waits for Redis.
+  loading a new version off the event loop; a recommendation never waits for Redis.
   Reading a task that completed with a newer model loads that model at once,
   so "complete" through a process means that process serves it.
 * **Builds** run either in this process (``queue=None``: a daemon thread, as
@@ -37,9 +37,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from threadpoolctl import threadpool_limits
-
-from labsupport.recommender import Model, build_model
+from labsupport.recommender import Model
 from labsupport.redisbackend import (
     Heartbeat,
     RedisTaskRegistry,
@@ -49,12 +47,12 @@ from labsupport.redisbackend import (
 from labsupport.store import Store
 from labsupport.tasks import (
     EXECUTORS,
-    PROCESS_MIN_RATINGS,
     Builder,
     BuildProcess,
     ServiceClosedError,
     Task,
     TaskStatus,
+    build_where,
 )
 
 __all__ = ["JobQueue", "RedisRebuildService"]
@@ -411,14 +409,14 @@ class RedisRebuildService:
     def _default_build(
         self, ratings: Any, *, version: int, progress: Callable[[float], None]
     ) -> Model:
-        if self._worker is not None and (
-            self.executor == "process" or len(ratings) >= PROCESS_MIN_RATINGS
-        ):
-            return self._worker.build(
-                ratings, version=version, progress=progress, **self.build_options
-            )
-        with threadpool_limits(limits=1):  # leave a core to the requests
-            return build_model(ratings, version=version, progress=progress, **self.build_options)
+        return build_where(
+            self.executor,
+            self._worker,
+            ratings,
+            version=version,
+            progress=progress,
+            **self.build_options,
+        )
 
     def _execute(self, task_id: str) -> None:
         with self._changed:

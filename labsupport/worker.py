@@ -187,7 +187,7 @@ def run_rebuild(
         SQLiteStore(db) as store,
         Heartbeat(registry, owner, lambda: [task_id], on_beat=stop_if_orphaned) as beat,
     ):
-        model = run_build(
+        run_build(
             registry,
             task_id,
             owner,
@@ -198,16 +198,13 @@ def run_rebuild(
             max_wait=max_wait,
         )
     task = registry.get(task_id)
-    status = task.status if task is not None else None
-    if status is not TaskStatus.COMPLETE:
-        error = task.error if task is not None else "the task has expired"
-        msg = f"rebuild {task_id} ended {status.value if status else 'unknown'}: {error}"
+    if task is None:
+        msg = f"rebuild {task_id} ended unknown: the task has expired"
         raise RuntimeError(msg)
-    return {
-        "task_id": task_id,
-        "status": status.value,
-        "model_version": model.version if model else None,
-    }
+    if task.status is not TaskStatus.COMPLETE:
+        msg = f"rebuild {task_id} ended {task.status.value}: {task.error}"
+        raise RuntimeError(msg)
+    return {"task_id": task_id, "status": task.status.value, "model_version": task.model_version}
 
 
 def work(

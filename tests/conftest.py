@@ -1,4 +1,8 @@
-"""Shared fixtures: small stores and apps, a throwaway Redis, and the MovieLens location."""
+"""Shared fixtures: small stores and apps, a throwaway Redis, and the MovieLens location.
+
+Also plain helpers for tests that run ``python -m labsupport`` as a real process
+(``from conftest import free_port, serve_command, wait_healthy, stop_process``).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,13 @@ import itertools
 import shutil
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -77,6 +84,61 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def serve_command(port: int, db: Path, *extra: str) -> list[str]:
+    """The command line of ``python -m labsupport serve`` on 127.0.0.1:``port``, quiet logs."""
+    return [
+        sys.executable,
+        "-m",
+        "labsupport",
+        "serve",
+        "--port",
+        str(port),
+        "--db",
+        str(db),
+        "--log-level",
+        "warning",
+        *extra,
+    ]
+
+
+def wait_healthy(
+    url: str,
+    proc: subprocess.Popen[Any],
+    output: Callable[[], str],
+    timeout: float = 30.0,
+) -> None:
+    """Poll ``url/health`` until it answers 200; fail with ``output()`` if ``proc`` ends first.
+
+    When ``timeout`` seconds pass first, ``proc`` is killed before ``output()``
+    is read, so ``output`` may read a pipe to its end.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"server exited early with {proc.returncode}:\n{output()}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    proc.wait(5)
+    pytest.fail(f"server did not answer /health within {timeout:g} s:\n{output()}")
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 15.0) -> int:
+    """SIGTERM ``proc``, SIGKILL it after ``timeout`` seconds; return its exit code."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return proc.returncode
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[str]:
     """Start one throwaway redis-server on a free loopback port for the run, or skip.
@@ -108,12 +170,7 @@ def redis_server() -> Iterator[str]:
                 time.sleep(0.05)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=5)
 
 
 @pytest.fixture

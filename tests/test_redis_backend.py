@@ -6,7 +6,6 @@ processes (the real-process version is in ``tests/test_worker.py``).
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from conftest import free_port
 from fastapi.testclient import TestClient
 
 from labsupport import rediscache
@@ -24,12 +24,6 @@ from labsupport.redisbackend import RedisTaskRegistry, RedisUnavailableError, co
 from labsupport.redisservice import RedisRebuildService
 from labsupport.store import MemoryStore
 from labsupport.tasks import ServiceClosedError, TaskStatus
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Builder:
@@ -375,6 +369,12 @@ def test_connecting_to_no_redis_says_what_to_do() -> None:
     message = str(caught.value)
     assert "start redis-server" in message and "db 3" in message
     assert "pw" not in message and "\n" not in message
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:notaport/0", "redis://127.0.0.1:99999/0"])
+def test_a_malformed_redis_url_says_what_to_do(url: str) -> None:
+    with pytest.raises(RedisUnavailableError, match="fix the --redis URL"):
+        connect_redis(url, timeout=0.5)
 
 
 def test_redis_going_away_mid_request_is_a_503_with_retry_after(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import socket
 import sys
 import time
 import uuid
@@ -11,6 +10,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from conftest import free_port
 
 from labsupport import rediscache
 from labsupport.data import demo_ratings
@@ -18,20 +18,13 @@ from labsupport.recommender import Model, build_model, recommend
 from labsupport.rediscache import MemoryCache, RedisCache, model_from_bytes, model_to_bytes
 
 
-@pytest.fixture(scope="module")
-def model() -> Model:
-    return build_model(demo_ratings(n_users=20, seed=0), rank=6, version=1)
-
-
-def _rebuilt(model: Model, version: int) -> Model:
+def _build(version: int) -> Model:
     return build_model(demo_ratings(n_users=20, seed=0), rank=6, version=version)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+@pytest.fixture(scope="module")
+def model() -> Model:
+    return _build(1)
 
 
 class FakeClock:
@@ -88,7 +81,7 @@ def test_model_from_bytes_refuses_unknown_format(model: Model) -> None:
 
 
 def test_connect_falls_back_when_no_server_answers() -> None:
-    cache = rediscache.connect(f"redis://127.0.0.1:{_free_port()}/0", timeout=0.2)
+    cache = rediscache.connect(f"redis://127.0.0.1:{free_port()}/0", timeout=0.2)
     assert isinstance(cache, MemoryCache)
     assert cache.backend == "memory"
     assert "no Redis answered" in cache.reason
@@ -108,14 +101,14 @@ def test_connect_falls_back_on_a_malformed_url() -> None:
 
 
 def test_connect_reason_never_shows_a_password() -> None:
-    cache = rediscache.connect(f"redis://user:s3cret@127.0.0.1:{_free_port()}/2")
+    cache = rediscache.connect(f"redis://user:s3cret@127.0.0.1:{free_port()}/2")
     assert "s3cret" not in cache.reason
     assert "db 2" in cache.reason
 
 
 def test_fallback_keeps_the_options() -> None:
     cache = rediscache.connect(
-        f"redis://127.0.0.1:{_free_port()}/0", prefix="p", task_ttl=5, old_model_ttl=7
+        f"redis://127.0.0.1:{free_port()}/0", prefix="p", task_ttl=5, old_model_ttl=7
     )
     assert (cache.prefix, cache.task_ttl, cache.old_model_ttl) == ("p", 5, 7)
 
@@ -143,7 +136,7 @@ def test_memory_cache_moves_the_pointer_and_expires_the_old_version(model: Model
     clock = FakeClock()
     cache = MemoryCache(old_model_ttl=60, clock=clock)
     cache.save_model(model)
-    cache.save_model(_rebuilt(model, 2))
+    cache.save_model(_build(2))
     assert cache.current_version() == 2
     assert "labsupport:model:1" in set(cache.keys())
     clock.now += 61
@@ -161,7 +154,7 @@ def test_memory_cache_resaving_a_version_keeps_it(model: Model) -> None:
     assert cache.load_model() is not None
 
 
-def test_memory_cache_tasks_expire(model: Model) -> None:
+def test_memory_cache_tasks_expire() -> None:
     clock = FakeClock()
     cache = MemoryCache(task_ttl=30, clock=clock)
     cache.save_task({"task_id": "t1", "status": "interrupted", "error": "stopped"})
@@ -236,7 +229,7 @@ def test_redis_old_version_expires(redis_url: str, model: Model) -> None:
     with rediscache.connect(redis_url, prefix=f"t-{uuid.uuid4().hex[:8]}", old_model_ttl=0.2) as c:
         assert isinstance(c, RedisCache)
         c.save_model(model)
-        c.save_model(_rebuilt(model, 2))
+        c.save_model(_build(2))
         assert c.current_version() == 2
         old = f"{c.prefix}:model:1"
         assert 0 < c.client.pttl(old) <= 200
@@ -269,7 +262,7 @@ def test_both_backends_answer_alike(redis_cache: RedisCache, model: Model) -> No
     memory = MemoryCache(prefix=redis_cache.prefix)
     for cache in (memory, redis_cache):
         cache.save_model(model)
-        cache.save_model(_rebuilt(model, 2))
+        cache.save_model(_build(2))
         cache.save_task({"task_id": "a", "status": "queued"})
     assert memory.current_version() == redis_cache.current_version() == 2
     assert memory.get_task("a") == redis_cache.get_task("a")

@@ -7,8 +7,6 @@ so the worker is surely mid-build when the test kills it.
 
 from __future__ import annotations
 
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import free_port, serve_command, stop_process, wait_healthy
 
 from labsupport.redisbackend import connect_redis
 
@@ -28,36 +27,20 @@ LEASE_TTL = 2.0  # seconds: how long a dead worker's task may still read "runnin
 B_BUILD_DELAY = 6.0  # seconds added to each build queued through server B
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Process:
-    """A ``python -m labsupport ...`` subprocess, its output in a file."""
+    """A subprocess running ``command``, its output in a file."""
 
-    def __init__(self, log: Path, *args: str) -> None:
+    def __init__(self, log: Path, command: list[str]) -> None:
         self.log = log
         self.out = log.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "labsupport", *args],
-            stdout=self.out,
-            stderr=subprocess.STDOUT,
-        )
+        self.proc = subprocess.Popen(command, stdout=self.out, stderr=subprocess.STDOUT)
 
     def output(self) -> str:
         self.out.flush()
         return self.log.read_text()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
         self.out.close()
 
 
@@ -65,38 +48,16 @@ class Server(Process):
     def __init__(self, log: Path, db: Path, redis_url: str, *extra: str, queue: str = "rq") -> None:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
-        super().__init__(
-            log,
-            "serve",
-            "--port",
-            str(port),
-            "--db",
-            str(db),
-            "--log-level",
-            "warning",
-            "--redis",
-            redis_url,
-            "--queue",
-            queue,
-            "--lease-ttl",
-            str(LEASE_TTL),
-            *extra,
-        )
+        options = ("--redis", redis_url, "--queue", queue, "--lease-ttl", str(LEASE_TTL))
+        super().__init__(log, serve_command(port, db, *options, *extra))
 
     def wait_healthy(self) -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"server exited early:\n{self.output()}"
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.1)
-        pytest.fail(f"server did not answer /health within 30 s:\n{self.output()}")
+        wait_healthy(self.url, self.proc, self.output)
 
 
 def start_worker(log: Path, db: Path, redis_url: str) -> Process:
-    return Process(log, "worker", "--redis", redis_url, "--db", str(db), "--log-level", "info")
+    command = ["worker", "--redis", redis_url, "--db", str(db), "--log-level", "info"]
+    return Process(log, [sys.executable, "-m", "labsupport", *command])
 
 
 def eventually(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:

@@ -34,19 +34,20 @@ seeds), never on the test part:
   10 sit on a flat optimum (ranks 5 to 20, 1 to 3 rounds: all within 0.002).
 
 What they give on the test parts.  ml-100k, each user's ratings split 75/25
-at random (seed 0), training movies excluded from the lists::
+by :func:`labsupport.data.split_per_user` (seed 0, as in ``python -m
+benchmarks``), training movies excluded from the lists::
 
     ranking                            precision@10   nDCG@10
-    "scaled", rank 30 (default)               0.421     0.482
-    "puresvd", rank 30 / rank 15      0.373 / 0.396     0.425 / 0.457
-    "binary", rank 30                         0.381     0.436
-    "biased", rank 30                         0.121     0.135
-    most-rated movies for everyone            0.229     0.252
-    the seed's design (full rank)             0.092
+    "scaled", rank 30 (default)               0.422     0.483
+    "puresvd", rank 30 / rank 15      0.369 / 0.404     0.426 / 0.461
+    "binary", rank 30                         0.375     0.433
+    "biased", rank 30                         0.116     0.131
+    most-rated movies for everyone            0.227     0.251
+    the seed's design (full rank)             0.086     0.097
 
-RMSE of :func:`predict` averaged over ml-100k folds u1..u5 is 0.918 (biases
+RMSE of :func:`predict` averaged over ml-100k folds u1..u5 is 0.9185 (biases
 alone: 0.944).  On ml-latest-small the same split gives precision@10 0.336
-(``"scaled"``), 0.310 (``"puresvd"``) and 0.193 (most-rated).
+(``"scaled"``), 0.310 (``"puresvd"``) and 0.189 (most-rated).
 """
 
 from __future__ import annotations

@@ -12,11 +12,11 @@ later", and transport errors such as refused connections and timeouts), raises
 every other 4xx at once, and never calls the server after it has decided to
 give up. All times are in seconds.
 
-Only idempotent requests are retried: a GET (or HEAD, OPTIONS, PUT, DELETE),
-or a POST the server deduplicates by an ``Idempotency-Key`` or ``X-Task-Id``
-header. Retrying a plain ``POST /recommender/rebuild`` after a timeout can
-start two rebuilds, so ``with_backoff`` makes such a call once and raises its
-error, unless told ``idempotent=True``.
+Only idempotent requests are retried: a GET (or HEAD, OPTIONS, PUT, DELETE,
+TRACE), or a POST or PATCH the server deduplicates by an ``Idempotency-Key``
+or ``X-Task-Id`` header. Retrying a plain ``POST /recommender/rebuild`` after
+a timeout can start two rebuilds, so ``with_backoff`` makes such a call once
+and raises its error, unless told ``idempotent=True``.
 
 Production code would use a retry library instead of this teaching version.
 The same policy with stamina (``attempts`` counts calls, so it is

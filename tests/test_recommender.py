@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from labsupport._types import RatingArrays
-from labsupport.data import find_movielens
+from labsupport.data import find_movielens, load_movielens, load_movielens_fold, split_per_user
 from labsupport.recommender import (
     METHODS,
     Model,
@@ -381,37 +382,17 @@ def test_seed_design_learns_nothing_it_just_copies_the_input() -> None:
 # --- MovieLens ------------------------------------------------------------------------
 
 
-def per_user_split(ratings: RatingArrays, seed: int = 0) -> tuple[RatingArrays, RatingArrays]:
-    """Random 75/25 split of each user's ratings."""
-    perm = np.random.default_rng(seed).permutation(len(ratings))
-    order = perm[np.argsort(ratings.user_ids[perm], kind="stable")]
-    users = ratings.user_ids[order]
-    starts = np.r_[0, np.flatnonzero(np.diff(users)) + 1]
-    counts = np.diff(np.r_[starts, len(users)])
-    position = np.arange(len(users)) - np.repeat(starts, counts)
-    is_train = position < np.repeat(np.round(0.75 * counts), counts)
-
-    def pick(mask: np.ndarray) -> RatingArrays:
-        chosen = order[mask]
-        return RatingArrays.from_columns(
-            ratings.user_ids[chosen], ratings.movie_ids[chosen], ratings.scores[chosen]
-        )
-
-    return pick(is_train), pick(~is_train)
-
-
-def load_ml100k(name: str) -> RatingArrays:
-    """Read one ml-100k ratings file, or skip when the shared copy is absent."""
+def ml100k() -> Path:
+    """The shared ml-100k folder, or skip when it is absent."""
     folder = find_movielens("ml-100k")
     if folder is None:
         pytest.skip("ml-100k not found (../shared/data/movielens/ml-100k or $LABSUPPORT_MOVIELENS)")
-    table = np.loadtxt(folder / name, dtype=np.int64)
-    return RatingArrays.from_columns(table[:, 0], table[:, 1], table[:, 2])
+    return folder
 
 
 @pytest.mark.movielens
 def test_ml100k_ranking_clearly_beats_popularity() -> None:
-    train, test = per_user_split(load_ml100k("u.data"))
+    train, test = split_per_user(load_movielens(ml100k()).ratings, seed=0)  # as the benchmark
     model = build_model(train)
     nobody = dataclasses.replace(model, user_ids=np.zeros(0, dtype=np.int64))
     counts = np.bincount(np.searchsorted(model.movie_ids, train.movie_ids))
@@ -424,7 +405,7 @@ def test_ml100k_ranking_clearly_beats_popularity() -> None:
 
 @pytest.mark.movielens
 def test_ml100k_rating_prediction_beats_the_biases() -> None:
-    train, test = load_ml100k("u1.base"), load_ml100k("u1.test")
+    train, test = load_movielens_fold(ml100k(), 1)
     model = build_model(train)
     biases_only = dataclasses.replace(
         model,

@@ -204,6 +204,35 @@ def test_http_status_error_raised_by_func_is_classified_by_status(fake: FakeTime
     assert script.calls == 1
 
 
+@pytest.mark.parametrize(
+    ("method", "headers", "idempotent", "calls"),
+    [
+        ("POST", {}, None, 1),  # a second plain POST could start a second rebuild
+        ("POST", {"Idempotency-Key": "k-1"}, None, 2),
+        ("PATCH", {"x-task-id": "t-1"}, None, 2),  # header names ignore case
+        ("DELETE", {}, None, 2),
+        ("POST", {}, True, 2),  # the caller vouches for it
+        ("GET", {}, False, 1),  # the caller forbids retries
+    ],
+)
+def test_only_requests_safe_to_repeat_are_retried(
+    fake: FakeTime, method: str, headers: dict[str, str], idempotent: bool | None, calls: int
+) -> None:
+    request = httpx.Request(method, URL, headers=headers)
+    failure = httpx.Response(503, request=request)
+    script = Script([failure, httpx.Response(200, request=request)])
+    seen: list[Attempt] = []
+    if calls == 1:
+        with pytest.raises(httpx.HTTPStatusError) as info:
+            run(script, fake, idempotent=idempotent, on_attempt=seen.append)
+        assert info.value.response is failure
+    else:
+        assert run(script, fake, idempotent=idempotent, on_attempt=seen.append).status_code == 200
+    assert script.calls == calls
+    assert len(fake.sleeps) == calls - 1
+    assert seen[0].will_retry is (calls == 2)
+
+
 def test_httpx2_responses_raise_httpx2_errors(fake: FakeTime) -> None:
     httpx2 = pytest.importorskip("httpx2")
     request = httpx2.Request("GET", URL)
@@ -234,7 +263,8 @@ def test_seed_call_works_unchanged_with_a_real_client() -> None:
         assert len(fake.sleeps) == 1
         # The seed's exact call, which succeeds first time and so never sleeps.
         answers = iter([200])
-        assert with_backoff(lambda: client.get("/x"), retries=5, backoff_factor=0.5, jitter=0.2)
+        seed = with_backoff(lambda: client.get("/x"), retries=5, backoff_factor=0.5, jitter=0.2)
+        assert seed.json() == {"ok": True}
 
 
 # --- Retry-After and the deadline ------------------------------------------------
@@ -611,7 +641,6 @@ def test_jitter_means_less_work_and_less_time_for_50_clients(seed: int) -> None:
         jittered = contention_simulation(50, strategy, seed=seed)
         assert jittered["total_calls"] < none["total_calls"]
         assert jittered["completion_time"] < none["completion_time"]
-
 
 
 def test_contention_rejects_bad_arguments() -> None:

@@ -82,6 +82,7 @@ def test_student_edition_strips_solutions_and_runs_up_to_the_exercises(tmp_path:
         for a, b in zip(original.cells, student.cells, strict=True):
             if "solution" in tags(a):
                 assert b.source == SOLUTION_STUB and b.outputs == []
+                assert b.execution_count is None and "jupyter" not in b.metadata  # not collapsed
             else:
                 assert a.source == b.source
     # The student edition runs: every cell before the first exercise check succeeds.

@@ -21,11 +21,15 @@ import sys
 import threading
 from collections.abc import Sequence
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import uvicorn
 
-from labsupport.ratelimit import REBUILD_RATE
+from labsupport.ratelimit import REBUILD_RATE, RateLimiter
 from labsupport.tasks import EXECUTORS, PROCESS_MIN_RATINGS, RebuildService
+
+if TYPE_CHECKING:
+    from labsupport.redisservice import RedisRebuildService
 
 __all__ = ["main"]
 
@@ -119,11 +123,10 @@ def _rebuild_rate(text: str) -> tuple[int, float] | None:
     burst, _, per_minute = text.partition(",")
     try:
         rate = (int(burst), float(per_minute))
+        RateLimiter(*rate)  # the limiter's own checks: burst >= 1, a finite positive rate
     except ValueError:
-        rate = (0, 0.0)
-    if rate[0] < 1 or not rate[1] > 0:
         msg = f"expected BURST,PER_MINUTE such as 10,30 (or off), got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
+        raise argparse.ArgumentTypeError(msg) from None
     return rate
 
 
@@ -137,7 +140,13 @@ class _DrainingServer(uvicorn.Server):
     connections.) A second signal stops at once.
     """
 
-    def __init__(self, config: uvicorn.Config, *, service: RebuildService, grace: float) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        *,
+        service: RebuildService | RedisRebuildService,
+        grace: float,
+    ) -> None:
         super().__init__(config)
         self.service = service
         self.grace = grace

@@ -319,24 +319,22 @@ def create_app(
         key = idempotency_key or x_task_id
         client = request.client.host if request.client else "unknown"
         with rebuild_gate:
-            wait = limiter.acquire(client) if limiter else 0.0  # 0.0: a token was taken
-            if wait and not service.reuses(key):
-                seconds = retry_after_seconds(wait)
-                raise HTTPException(
-                    429,
-                    f"too many rebuilds from this client: try again in {seconds} s",
-                    headers={"Retry-After": str(seconds)},
-                )
-            created = False
+            # only a request that will create a task pays: a replay or a join starts no build
+            if limiter is not None and not service.reuses(key):
+                wait = limiter.acquire(client)  # 0.0: a token was taken
+                if wait:
+                    seconds = retry_after_seconds(wait)
+                    raise HTTPException(
+                        429,
+                        f"too many rebuilds from this client: try again in {seconds} s",
+                        headers={"Retry-After": str(seconds)},
+                    )
             try:
                 task, created = service.request(key)
             except ServiceClosedError as exc:
                 raise HTTPException(
                     503, str(exc), headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
                 ) from None
-            finally:
-                if limiter is not None and not wait and not created:
-                    limiter.refund(client)  # a replay or a join costs no build: no token
         if created:
             background.add_task(service.start, task.task_id)  # after the 202 is sent
         response.headers["Location"] = f"/recommender/rebuild/{task.task_id}"

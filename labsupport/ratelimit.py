@@ -15,10 +15,10 @@ The API uses it for ``POST /recommender/rebuild``: only a request that creates
 a new rebuild task pays, so a retry with the same ``Idempotency-Key`` or a
 request that joins a queued task is free (see :func:`labsupport.api.create_app`).
 
-Why not a library? ``limits`` (behind slowapi) counts every request a route
-receives; here the route learns only after asking the rebuild service whether
-a request cost anything, so it needs to give a token back (:meth:`refund`).
-A few dozen lines a student can read do that, with no new dependency.
+Why not a library? slowapi's decorator counts every request a route receives;
+here the route first asks the rebuild service whether a request would start a
+build (``reuses``) and takes a token only then. A few dozen lines a student can
+read do that, with no new dependency.
 
 All times are in seconds.
 """
@@ -93,12 +93,6 @@ class RateLimiter:
             if len(self._buckets) > self._max_clients:
                 self._forget_full(now)
             return 0.0
-
-    def refund(self, client: str) -> None:
-        """Give back a token taken by :meth:`acquire` for a request that cost nothing."""
-        with self._lock:
-            now = self._clock()
-            self._buckets[client] = (min(float(self.burst), self._tokens(client, now) + 1.0), now)
 
     def tokens(self, client: str) -> float:
         """Return how many tokens ``client`` has now (``burst`` for a new client)."""

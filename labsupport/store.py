@@ -190,20 +190,6 @@ class Store(abc.ABC):
         """Return fresh copies of all task records, in first-saved order."""
 
     @abc.abstractmethod
-    def delete_tasks_before(self, timestamp: float, *, field: str = "created_at") -> int:
-        """Delete task records whose ``field`` is a number below ``timestamp``.
-
-        Records without a numeric ``field`` are kept.
-
-        Args:
-            timestamp: The cut-off, in seconds since the epoch.
-            field: The record key holding the record's time.
-
-        Returns:
-            The number of records deleted.
-        """
-
-    @abc.abstractmethod
     def close(self) -> None:
         """Release the store's resources; calling it twice is harmless."""
 
@@ -301,11 +287,6 @@ def _task_json(task: Mapping[str, Any]) -> tuple[str, str]:
         msg = f"a task record needs a 'task_id' key; got keys {list(task)}"
         raise ValueError(msg)
     return str(task["task_id"]), json.dumps(dict(task))
-
-
-def _is_before(data: dict[str, Any], field: str, timestamp: float) -> bool:
-    value = data.get(field)
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value < timestamp
 
 
 # ---------------------------------------------------------------- memory
@@ -474,15 +455,6 @@ class MemoryStore(Store):
             texts = list(self._tasks.values())
         return [json.loads(t) for t in texts]
 
-    def delete_tasks_before(self, timestamp: float, *, field: str = "created_at") -> int:
-        with self._lock:
-            doomed = [
-                k for k, t in self._tasks.items() if _is_before(json.loads(t), field, timestamp)
-            ]
-            for k in doomed:
-                del self._tasks[k]
-        return len(doomed)
-
     def close(self) -> None:
         pass
 
@@ -581,9 +553,7 @@ class SQLiteStore(Store):
             self._con.executescript(_SCHEMA)
             columns = [row[1] for row in self._con.execute("PRAGMA table_info(ratings)")]
             if "seq" not in columns:  # a file from before incremental reads
-                self._con.execute(
-                    "ALTER TABLE ratings ADD COLUMN seq INTEGER NOT NULL DEFAULT 0"
-                )
+                self._con.execute("ALTER TABLE ratings ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
             self._con.execute(_SEQ_INDEX)
         except BaseException:
             self._con.close()
@@ -733,13 +703,6 @@ class SQLiteStore(Store):
         with self._lock:
             rows = self._con.execute("SELECT data FROM tasks ORDER BY seq").fetchall()
         return [json.loads(data) for (data,) in rows]
-
-    def delete_tasks_before(self, timestamp: float, *, field: str = "created_at") -> int:
-        with self._write() as con:
-            rows = con.execute("SELECT task_id, data FROM tasks").fetchall()
-            doomed = [(k,) for k, data in rows if _is_before(json.loads(data), field, timestamp)]
-            con.executemany("DELETE FROM tasks WHERE task_id = ?", doomed)
-        return len(doomed)
 
     def close(self) -> None:
         with self._lock:

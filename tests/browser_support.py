@@ -24,7 +24,6 @@ import json
 import os
 import re
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import nbformat
+from conftest import free_port, stop_process
 
 __all__ = [
     "CHROMIUM",
@@ -149,25 +149,22 @@ class StoredNotebook:
     """What a notebook file promises: which cells may fail and how many figures it draws.
 
     Attributes:
-        path: The ``.ipynb`` file (the repository's copy, never modified).
         n_cells: Number of cells, of every kind.
         code_cells: Indices of the code cells that have some source.
         raises: Indices of the cells tagged ``raises-exception``.
         png_outputs: Number of ``image/png`` outputs stored in the file.
     """
 
-    path: Path
     n_cells: int
     code_cells: tuple[int, ...]
     raises: frozenset[int]
     png_outputs: int
 
     @classmethod
-    def of(cls, path: Path, nb: nbformat.NotebookNode) -> StoredNotebook:
-        """Read the promises of ``nb``, the notebook read from ``path``."""
+    def of(cls, nb: nbformat.NotebookNode) -> StoredNotebook:
+        """Read the promises of the notebook ``nb``."""
         code = [(i, c) for i, c in enumerate(nb.cells) if c.cell_type == "code"]
         return cls(
-            path=path,
             n_cells=len(nb.cells),
             code_cells=tuple(i for i, c in code if c.source.strip()),
             raises=frozenset(
@@ -193,7 +190,7 @@ def copy_without_outputs(notebooks: list[Path], folder: Path) -> dict[str, Store
     stored = {}
     for path in notebooks:
         nb = nbformat.read(path, as_version=4)
-        stored[path.name] = StoredNotebook.of(path, nb)
+        stored[path.name] = StoredNotebook.of(nb)
         for cell in nb.cells:
             if cell.cell_type == "code":
                 cell.outputs = []
@@ -249,25 +246,6 @@ class LabServer:
     def stop(self, grace: float = 5.0) -> None:
         """Stop the server (and so its kernels): terminate, then kill after ``grace``."""
         stop_process(self.process, grace)
-
-
-def free_port() -> int:
-    """Return a loopback port that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def stop_process(process: subprocess.Popen[bytes], grace: float = 5.0) -> None:
-    """Terminate ``process``, kill it if it is still alive after ``grace``, and reap it."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(grace)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(grace)
 
 
 def start_lab(root_dir: Path, home: Path, *, timeout: float = 60.0) -> LabServer:
@@ -426,7 +404,6 @@ class NotebookRun:
         name: The notebook's file name.
         cells: What every cell shows once the kernel went idle.
         finished: Whether every cell left the ``[*]`` state before the deadline.
-        seconds: Wall time from confirming the dialog to the idle kernel.
         screenshot: The full-page screenshot of the notebook.
         live_bars: The output texts of cells showing a progress bar, read while
             those cells were still running.
@@ -435,7 +412,6 @@ class NotebookRun:
     name: str
     cells: tuple[CellView, ...]
     finished: bool
-    seconds: float
     screenshot: Path
     live_bars: tuple[str, ...] = ()
 
@@ -522,18 +498,17 @@ def wait_until_idle(page: Page, *, timeout: float, seen_bars: list[str] | None =
 def save_screenshot(page: Page, path: Path) -> Path:
     """Save the whole notebook as one PNG: the page is made as tall as the notebook first."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    height = page.evaluate(
+    # The notebook's whole height plus the menu bar, toolbar and status bar around it.
+    needed = page.evaluate(
         """() => {
              const scroller = document.querySelector('.jp-NotebookPanel .jp-WindowedPanel-outer');
              if (!scroller) return 0;
              scroller.scrollTop = 0;
-             return scroller.scrollHeight;
+             return scroller.scrollHeight + window.innerHeight - scroller.clientHeight;
            }"""
     )
-    extra = VIEWPORT["height"] - 200  # the menu bar, toolbar and status bar around it
-    page.set_viewport_size(
-        {"width": VIEWPORT["width"], "height": min(max(height + extra, 900), MAX_SCREENSHOT_HEIGHT)}
-    )
+    height = min(max(needed, VIEWPORT["height"]), MAX_SCREENSHOT_HEIGHT)
+    page.set_viewport_size({"width": VIEWPORT["width"], "height": height})
     page.wait_for_timeout(300)  # one layout pass at the new size
     page.screenshot(path=str(path), full_page=True)
     page.set_viewport_size(VIEWPORT)
@@ -566,10 +541,8 @@ def run_all(
         choose_menu(page, "View", "notebook:show-all-cell-code")
         choose_menu(page, "Kernel", "runmenu:restart-and-run-all")
         page.locator(".jp-Dialog .jp-Dialog-button.jp-mod-accept").click()  # "Restart"
-        start = time.monotonic()
         live_bars: list[str] = []
         finished = wait_until_idle(page, timeout=timeout, seen_bars=live_bars)
-        seconds = time.monotonic() - start
         # A figure is an <img> with a data: URL; give each a moment to decode
         # (one that never does shows naturalWidth 0, which the test reports).
         with contextlib.suppress(PlaywrightTimeoutError):
@@ -580,7 +553,7 @@ def run_all(
             )
         cells = read_cells(page)
         screenshot = save_screenshot(page, artifacts / f"{Path(name).stem}.png")
-        return NotebookRun(name, cells, finished, seconds, screenshot, tuple(live_bars))
+        return NotebookRun(name, cells, finished, screenshot, tuple(live_bars))
     finally:
         page.close()
         lab.shut_down_kernels()

@@ -103,10 +103,14 @@ def test_stop_during_rebuild_marks_it_interrupted(store: MemoryStore) -> None:
     srv = serve_in_thread(app)
     with httpx.Client(base_url=srv.url, timeout=5) as http:
         http.post("/recommender/rebuild")
-        time.sleep(0.3)
+        deadline = time.monotonic() + 10  # stop it while it is surely running
+        while http.get("/recommender/rebuild/task-1").json()["status"] != "running":
+            assert time.monotonic() < deadline, "the rebuild never started"
+            time.sleep(0.05)
     t0 = time.monotonic()
     srv.stop(timeout=3)
-    assert time.monotonic() - t0 < 4
+    assert time.monotonic() - t0 < 4  # "does not hang": the build had 5 s to go
+    assert not srv.is_running
     task = app.state.service.get("task-1")
     assert task.status.value == "interrupted"
     assert task.error

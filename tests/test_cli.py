@@ -12,14 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import free_port, serve_command, stop_process, wait_healthy
 
 from labsupport.store import SQLiteStore
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Served:
@@ -30,49 +25,18 @@ class Served:
 def start(db: Path, *extra: str) -> Served:
     port = free_port()
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "labsupport",
-            "serve",
-            "--port",
-            str(port),
-            "--db",
-            str(db),
-            "--log-level",
-            "warning",
-            *extra,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        serve_command(port, db, *extra), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            out = proc.stdout.read() if proc.stdout else ""
-            pytest.fail(f"server exited early with {proc.returncode}:\n{out}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return Served(proc, url)
-        except httpx.TransportError:
-            time.sleep(0.1)
-    proc.kill()
-    pytest.fail("server did not answer /health within 30 s")
+    wait_healthy(url, proc, lambda: proc.stdout.read() if proc.stdout else "")
+    return Served(proc, url)
 
 
 def stop(served: Served) -> int:
-    if served.proc.poll() is None:
-        served.proc.send_signal(signal.SIGTERM)
-        try:
-            served.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            served.proc.kill()
-            served.proc.wait(5)
+    code = stop_process(served.proc)
     if served.proc.stdout:
         served.proc.stdout.close()
-    return served.proc.returncode
+    return code
 
 
 @pytest.fixture
@@ -255,22 +219,8 @@ def _ipv6_loopback_works() -> bool:
 )
 def test_binding_all_interfaces_warns_on_stderr(tmp_path: Path, host: str, loopback: str) -> None:
     port = free_port()
-    db = str(tmp_path / "open.db")
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "labsupport",
-            "serve",
-            "--host",
-            host,
-            "--port",
-            str(port),
-            "--db",
-            db,
-            "--log-level",
-            "warning",
-        ],
+        serve_command(port, tmp_path / "open.db", "--host", host),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -337,7 +287,7 @@ def test_rebuild_rate_option_limits_rebuilds(tmp_path: Path) -> None:
         stop(served)
 
 
-@pytest.mark.parametrize("value", ["0,30", "10", "10,0", "ten,30"])
+@pytest.mark.parametrize("value", ["0,30", "10", "10,0", "ten,30", "10,inf"])
 def test_bad_rebuild_rate_is_a_usage_error(value: str) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "labsupport", "serve", "--rebuild-rate", value],

@@ -74,26 +74,6 @@ settings.register_profile(
 )
 FUZZ_SETTINGS = settings.get_profile("api-fuzz")  # applied per test below, never loaded globally
 
-MOVIES = [
-    ("The Matrix", 1999, "Sci-Fi"),
-    ("Alien", 1979, "Sci-Fi"),
-    ("Toy Story", 1995, "Animation"),
-    ("Up", 2009, "Animation"),
-    ("Heat", 1995, "Crime"),
-    ("Fargo", 1996, "Crime"),
-]
-RATINGS = [(1, 1, 5), (1, 2, 4), (1, 3, 1), (2, 1, 4), (2, 2, 5), (2, 5, 4), (3, 3, 5), (3, 4, 4)]
-
-
-def seeded_store() -> MemoryStore:
-    """A memory store with six movies and a few ratings from three users."""
-    store = MemoryStore()
-    for title, year, genre in MOVIES:
-        store.add_movie(title, year, genre)
-    for user, movie, score in RATINGS:
-        store.add_rating(user, movie, score)
-    return store
-
 
 class CurrentApp:
     """An ASGI app that forwards to the app of the test now running.
@@ -124,10 +104,10 @@ OPERATIONS = sorted(
 
 
 @pytest.fixture(autouse=True)
-def fresh_app() -> Iterator[FastAPI]:
-    """Give each test a new app with a seeded store and a model already built."""
+def fresh_app(store: MemoryStore) -> Iterator[FastAPI]:
+    """Give each test a new app on conftest's seeded store, with a model already built."""
     before = set(threading.enumerate())
-    app = create_app(seeded_store(), task_id_factory=counter_ids())
+    app = create_app(store, task_id_factory=counter_ids())
     app.state.service.rebuild_now()  # recommendations come from a model, not the fallback
     ENTRY.app = app
     yield app

@@ -74,15 +74,6 @@ def test_buckets_refill_up_to_the_burst_and_no_further() -> None:
     assert limiter.tokens("a") == pytest.approx(1.0)
     clock.advance(3600.0)
     assert limiter.tokens("a") == 2.0
-    limiter.refund("a")  # a refund never lifts a bucket over its burst
-    assert limiter.tokens("a") == 2.0
-
-
-def test_refund_gives_back_a_token() -> None:
-    limiter = RateLimiter(2, 30, clock=FakeClock())
-    limiter.acquire("a")
-    limiter.refund("a")
-    assert limiter.tokens("a") == 2.0
 
 
 def test_clients_have_their_own_buckets() -> None:

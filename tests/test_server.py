@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import free_port
 from fastapi import FastAPI
 
 from labsupport.server import (
@@ -74,13 +75,6 @@ def assert_port_free(port: int) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((HOST, port))
         sock.listen()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(autouse=True)
@@ -376,28 +370,3 @@ def test_listening_socket_is_tcp_so_accepted_sockets_get_nodelay() -> None:
 
     with serve_in_thread(FastAPI()) as srv:
         assert srv._sock.proto == socket_module.IPPROTO_TCP
-
-
-def test_stop_with_a_rebuild_in_flight_does_not_hang() -> None:
-    from labsupport.api import create_app
-    from labsupport.data import catalogue_movies, demo_ratings
-    from labsupport.store import MemoryStore
-
-    store = MemoryStore()
-    store.add_movies((m.title, m.year, m.genre) for m in catalogue_movies())
-    store.add_ratings(demo_ratings(n_users=20, seed=0))
-    app = create_app(store, build_delay=30.0, shutdown_grace=0.5)  # a rebuild far longer than stop
-    srv = serve_in_thread(app)
-    with httpx.Client(base_url=srv.url, timeout=5) as http:
-        task_id = http.post("/recommender/rebuild").json()["task_id"]
-        deadline = time.monotonic() + 10
-        while http.get(f"/recommender/rebuild/{task_id}").json()["status"] != "running":
-            assert time.monotonic() < deadline, "the rebuild never started"
-            time.sleep(0.05)
-    started = time.monotonic()
-    srv.stop(timeout=5)
-    assert time.monotonic() - started < 10  # "does not hang": far below the 30 s build
-    assert not srv.is_running
-    assert_port_free(srv.port)
-    task = app.state.service.get(task_id)
-    assert task is not None and task.status.value == "interrupted"

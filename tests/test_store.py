@@ -189,13 +189,6 @@ def test_tasks_save_load_upsert(store: Store) -> None:
         store.save_task({"status": "queued"})
 
 
-def test_delete_tasks_before(store: Store) -> None:
-    for i, created in enumerate([5.0, 15.0, None, 25.0]):
-        store.save_task({"task_id": f"t{i}", "created_at": created})
-    assert store.delete_tasks_before(20.0) == 2
-    assert [t["task_id"] for t in store.load_tasks()] == ["t2", "t3"]
-
-
 # ---------------------------------------------------------------- SQLite specifics
 
 

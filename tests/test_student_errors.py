@@ -9,7 +9,6 @@ runs a real kernel to show IPython prints the sentence, not a traceback.
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import free_port
 from fastapi import FastAPI
 
 from labsupport.checks import CheckFailed, require
@@ -34,12 +34,6 @@ HOST = "127.0.0.1"
 def one_sentence(message: str) -> bool:
     """No line break, and no full stop followed by a new sentence inside it."""
     return "\n" not in message and not re.search(r"[.!?] [A-Z]", message)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture

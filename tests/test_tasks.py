@@ -162,15 +162,26 @@ def test_task_round_trips_through_dict() -> None:
 
 
 def test_process_executor_builds_the_same_model(store: MemoryStore) -> None:
-    from labsupport.tasks import build_in_process
+    import numpy as np
 
+    from labsupport._types import RatingArrays
+    from labsupport.tasks import BuildProcess
+
+    ratings = store.rating_arrays()
+    # the same ratings in other dtypes (numpy's default float64 scores) travel converted
+    loose = RatingArrays(
+        ratings.user_ids.astype(np.int32), ratings.movie_ids, ratings.scores.astype(np.float64)
+    )
     seen: list[float] = []
-    model = build_in_process(store.rating_arrays(), version=3, progress=seen.append, rank=2)
-    local = build_model(store.rating_arrays(), version=3, rank=2)
+    with BuildProcess() as worker:
+        model = worker.build(ratings, version=3, progress=seen.append, rank=2)
+        from_loose = worker.build(loose, version=3, rank=2)
+    local = build_model(ratings, version=3, rank=2)
     assert model.version == 3
     assert seen and seen == sorted(seen) and seen[-1] == 1.0
     for user in (1, 2, 3, 99):
         assert model_recs(model, user) == model_recs(local, user)
+        assert model_recs(from_loose, user) == model_recs(local, user)
     with pytest.raises(ValueError):
         model.user_factors[0, 0] = 1.0  # read-only again after the trip between processes
 

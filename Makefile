@@ -34,12 +34,12 @@ lab: setup
 		--ServerApp.root_dir=notebooks notebooks/00_start_here.ipynb
 
 test: setup
-	$(BIN)/ruff check labsupport tests benchmarks
+	$(BIN)/ruff check labsupport tools tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 notebooks: setup
-	$(BIN)/python -m labsupport.workbook run notebooks
+	$(BIN)/python -m tools run notebooks
 
 bench: setup
 	$(BIN)/python -m benchmarks
@@ -48,7 +48,7 @@ serve: setup
 	$(BIN)/python -m labsupport serve --demo
 
 lint: setup
-	$(BIN)/ruff check labsupport tests benchmarks
+	$(BIN)/ruff check labsupport tools tests benchmarks
 	$(BIN)/mypy
 
 clean:

@@ -2,8 +2,8 @@
 
 Every notebook in ``notebooks/`` is copied, with the rest of that folder, to
 a temporary directory and executed there (never in place) with
-:func:`labsupport.workbook.run_cells`, as
-:func:`~labsupport.workbook.execute_notebook` does (fresh ``python3`` kernel,
+:func:`tools.workbook.run_cells`, as
+:func:`~tools.workbook.execute_notebook` does (fresh ``python3`` kernel,
 working directory = the notebook's folder; the timeout per cell is
 ``DEFAULTS["timeout"]``), but with ``record_timing=True`` so each cell's
 metadata carries the kernel's timestamps: a cell's time is
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._common import REPO_ROOT, Column, fmt
-from labsupport.workbook import notebook_paths, run_cells
+from tools.workbook import notebook_paths, run_cells
 
 __all__ = ["COLUMNS", "DEFAULTS", "FLOOR_IMPORTS", "run", "time_notebook"]
 
@@ -41,7 +41,8 @@ import scipy.sparse
 import fastapi
 import httpx
 import labsupport
-from labsupport import api, data, plots, recommender, retry, server, store, tasks
+from labsupport import api, data, recommender, retry, server, store, tasks
+from labsupport.classroom import plots
 """
 
 COLUMNS: list[Column] = [

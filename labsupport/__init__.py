@@ -1,10 +1,10 @@
 """Session 09 workbook support: a movie API whose recommendations rebuild in the background.
 
 The most used names are re-exported here; each lives in a small module named
-for its job (``data``, ``store``, ``recommender``, ``tasks``, ``api``, ``retry``,
-``server``, ``plots``, ``checks``). Importing this package does nothing else:
+for its job (`data`, `store`, `recommender`, `tasks`, `api`, `retry`,
+`server`, `plots`, `checks`). Importing this package does nothing else:
 no seeding, no server, no network, no plot settings. The re-exports load their
-module on first use, so ``import labsupport`` stays quick.
+module on first use, so `import labsupport` stays quick.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ __all__ = [
 __version__ = "0.9.0"
 
 # A library stays quiet unless the application configures logging (the
-# ``python -m labsupport serve`` command does); without this, Python's
+# `python -m labsupport serve` command does); without this, Python's
 # last-resort handler would print warnings into whatever notebook cell runs.
 logging.getLogger("labsupport").addHandler(logging.NullHandler())
 

@@ -1,10 +1,9 @@
-"""Command line: ``python -m labsupport serve`` runs the movie API on its own.
+"""Command line: `python -m labsupport serve` runs the movie API on its own.
 
-Examples::
+Examples:
 
     python -m labsupport serve                      # empty SQLite store in ./labsupport.db
     python -m labsupport serve --demo --port 8000   # built-in catalogue and ratings
-    python -m labsupport student-edition student/   # notebooks without solutions
 
     # two API processes sharing state in Redis, rebuilds on an RQ worker
     python -m labsupport serve --redis redis://127.0.0.1:6379/0 --queue rq --port 8001
@@ -29,7 +28,7 @@ from labsupport.ratelimit import REBUILD_RATE, RateLimiter
 from labsupport.tasks import EXECUTORS, PROCESS_MIN_RATINGS, RebuildService
 
 if TYPE_CHECKING:
-    from labsupport.redisservice import RedisRebuildService
+    from labsupport.scaleout.service import RedisRebuildService
 
 __all__ = ["main"]
 
@@ -48,7 +47,7 @@ def _serve(args: argparse.Namespace) -> int:
     shared = None
     if args.redis:  # tasks, keys and the model in Redis, shared with other processes
         from labsupport.errors import LabError
-        from labsupport.redisservice import RedisRebuildService
+        from labsupport.scaleout.service import RedisRebuildService
 
         try:
             shared = RedisRebuildService.from_url(
@@ -95,7 +94,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _warn_if_exposed(host: str) -> None:
-    """Log a warning (on stderr) when ``host`` lets other machines reach the API.
+    """Log a warning (on stderr) when `host` lets other machines reach the API.
 
     A warning, not an error: binding elsewhere is allowed, just never by default.
     """
@@ -117,7 +116,7 @@ def _warn_if_exposed(host: str) -> None:
 
 
 def _rebuild_rate(text: str) -> tuple[int, float] | None:
-    """Parse ``--rebuild-rate``: ``BURST,PER_MINUTE`` such as ``10,30``, or ``off``."""
+    """Parse `--rebuild-rate`: `BURST,PER_MINUTE` such as `10,30`, or `off`."""
     if text.strip().lower() == "off":
         return None
     burst, _, per_minute = text.partition(",")
@@ -134,8 +133,8 @@ class _DrainingServer(uvicorn.Server):
     """A uvicorn server that drains before it stops.
 
     On the first SIGTERM or Ctrl-C it keeps answering while the rebuild
-    service refuses new rebuilds (503 with ``Retry-After``) and a running
-    build gets up to ``grace`` seconds; then it shuts down as usual. (Plain
+    service refuses new rebuilds (503 with `Retry-After`) and a running
+    build gets up to `grace` seconds; then it shuts down as usual. (Plain
     uvicorn closes its socket first, so clients would only see refused
     connections.) A second signal stops at once.
     """
@@ -168,7 +167,7 @@ class _DrainingServer(uvicorn.Server):
 
 def _worker(args: argparse.Namespace) -> int:
     from labsupport.errors import LabError
-    from labsupport.worker import work
+    from labsupport.scaleout.rq import work
 
     try:
         return work(args.redis, db=args.db, burst=args.burst, log_level=args.log_level)
@@ -176,16 +175,8 @@ def _worker(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: {exc}") from None
 
 
-def _student_edition(args: argparse.Namespace) -> int:
-    from labsupport.workbook import student_edition
-
-    for path in student_edition(args.source, args.out):
-        print(path)
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``labsupport`` command line and return its exit code."""
+    """Run the `labsupport` command line and return its exit code."""
     parser = argparse.ArgumentParser(
         prog="python -m labsupport", description=__doc__.splitlines()[0]
     )
@@ -244,13 +235,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     serve.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
     serve.set_defaults(func=_serve)
-
-    student = sub.add_parser(
-        "student-edition", help="write the notebooks with solution cells replaced by stubs"
-    )
-    student.add_argument("out", help="folder to write the student copies into")
-    student.add_argument("--source", default="notebooks", help="the workbook (default notebooks)")
-    student.set_defaults(func=_student_edition)
 
     worker = sub.add_parser("worker", help="run an RQ worker that builds queued rebuilds")
     worker.add_argument(

@@ -22,7 +22,7 @@ class Movie:
     genre: str
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the JSON shape used by the API: ``{id, title, year, genre}``."""
+        """Return the JSON shape used by the API: `{id, title, year, genre}`."""
         return {"id": self.id, "title": self.title, "year": self.year, "genre": self.genre}
 
 
@@ -34,9 +34,9 @@ class RatingArrays:
     makes a million-rating rebuild take a second instead of a minute.
 
     Attributes:
-        user_ids: ``int64`` user ids.
-        movie_ids: ``int64`` movie ids.
-        scores: ``float32`` scores (1 to 5 in the API; any float is accepted).
+        user_ids: `int64` user ids.
+        movie_ids: `int64` movie ids.
+        scores: `float32` scores (1 to 5 in the API; any float is accepted).
     """
 
     user_ids: npt.NDArray[np.int64]
@@ -65,7 +65,7 @@ class RatingArrays:
         )
 
     def to_rows(self) -> list[dict[str, int | float]]:
-        """Return the seed's row format: ``[{"user_id", "movie_id", "score"}, ...]``."""
+        """Return the seed's row format: `[{"user_id", "movie_id", "score"}, ...]`."""
         return [
             {"user_id": int(u), "movie_id": int(m), "score": float(s)}
             for u, m, s in zip(
@@ -75,11 +75,11 @@ class RatingArrays:
 
 
 def as_rating_arrays(ratings: Any) -> RatingArrays:
-    """Convert any supported ratings container to :class:`RatingArrays`.
+    """Convert any supported ratings container to `RatingArrays`.
 
-    Accepts a :class:`RatingArrays` (returned unchanged), a pandas DataFrame
-    with ``user_id``, ``movie_id`` and ``score`` (or ``rating``) columns, or
-    an iterable of mappings with those keys (the seed's ``list_ratings()``
+    Accepts a `RatingArrays` (returned unchanged), a pandas DataFrame
+    with `user_id`, `movie_id` and `score` (or `rating`) columns, or
+    an iterable of mappings with those keys (the seed's `list_ratings()`
     rows).
 
     Raises:

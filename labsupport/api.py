@@ -1,20 +1,20 @@
 """The movie API with a background recommendation rebuild, as a FastAPI app.
 
-``create_app()`` builds a fresh app around a store and a
-:class:`~labsupport.tasks.RebuildService`; the module-level ``app`` is one
-with an empty in-memory store, so ``uvicorn labsupport.api:app`` works.
+`create_app()` builds a fresh app around a store and a
+`RebuildService`; the module-level `app` is one
+with an empty in-memory store, so `uvicorn labsupport.api:app` works.
 
-Endpoints (all JSON; every error carries a human ``detail``):
+Endpoints (all JSON; every error carries a human `detail`):
 
 =========================================  ========================================
-``POST /movies``                           add a movie -> 201
-``GET /movies``, ``GET /movies/{id}``      list (``limit``/``offset``) or fetch one
-``POST /ratings``                          add or replace a rating -> 201
-``GET /recommendations/{user_id}``         ranked movie ids (``limit``, ``exclude_rated``)
-``POST /recommender/rebuild``              queue a rebuild -> 202 with ``Location``
-``GET /recommender/rebuild/{task_id}``     the task's status, progress and times
-``GET /recommender``                       the serving model's summary
-``GET /health``                            liveness
+`POST /movies`                           add a movie -> 201
+`GET /movies`, `GET /movies/{id}`      list (`limit`/`offset`) or fetch one
+`POST /ratings`                          add or replace a rating -> 201
+`GET /recommendations/{user_id}`         ranked movie ids (`limit`, `exclude_rated`)
+`POST /recommender/rebuild`              queue a rebuild -> 202 with `Location`
+`GET /recommender/rebuild/{task_id}`     the task's status, progress and times
+`GET /recommender`                       the serving model's summary
+`GET /health`                            liveness
 =========================================  ========================================
 """
 
@@ -46,7 +46,7 @@ from labsupport.store import MemoryStore, Store, UnknownMovieError
 from labsupport.tasks import RebuildService, ServiceClosedError, Task, TaskStatus
 
 if TYPE_CHECKING:
-    from labsupport.redisservice import RedisRebuildService
+    from labsupport.scaleout.service import RedisRebuildService
 
 __all__ = ["MAX_BODY_BYTES", "MAX_ID", "app", "create_app"]
 
@@ -57,11 +57,11 @@ MAX_ID = 2**63 - 1
 MAX_BODY_BYTES = 64 * 1024
 """Request bodies larger than this are refused with 413."""
 RETRY_AFTER_SECONDS = 1
-"""What ``Retry-After`` says while a task is unfinished or a 503 is injected."""
+"""What `Retry-After` says while a task is unfinished or a 503 is injected."""
 
 
 def _integral(value: object) -> object:
-    """JSON Schema's ``integer`` includes ``5.0``: read an integral float as that int."""
+    """JSON Schema's `integer` includes `5.0`: read an integral float as that int."""
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
@@ -117,7 +117,7 @@ class TaskOut(BaseModel):
 
 
 class Queued(BaseModel):
-    """The answer to ``POST /recommender/rebuild``."""
+    """The answer to `POST /recommender/rebuild`."""
 
     task_id: str
     status: TaskStatus
@@ -163,36 +163,36 @@ def create_app(
     """Build the movie API around a store and a rebuild service.
 
     Args:
-        store: the repository; a new empty :class:`~labsupport.store.MemoryStore`
+        store: the repository; a new empty `MemoryStore`
             by default.
-        service: a ready :class:`~labsupport.tasks.RebuildService` (built from
-            ``store`` and the options below when omitted), or a
-            :class:`~labsupport.redisservice.RedisRebuildService` to share
+        service: a ready `RebuildService` (built from
+            `store` and the options below when omitted), or a
+            `RedisRebuildService` to share
             tasks and the model with other processes through Redis.
-        build_options: keyword arguments for ``build_model`` (``rank``...).
-        build_delay: extra seconds per build, so ``running`` is visible in class.
-        executor: ``"auto"``, ``"thread"`` or ``"process"``: where builds
-            run (see :class:`~labsupport.tasks.RebuildService`).
-        failure_rate: fraction of requests (``/health`` and the docs aside)
-            answered ``503`` with ``Retry-After``, deterministically from
-            ``seed``: the Lab 2 switch for showing the retry client at work.
+        build_options: keyword arguments for `build_model` (`rank`...).
+        build_delay: extra seconds per build, so `running` is visible in class.
+        executor: `"auto"`, `"thread"` or `"process"`: where builds
+            run (see `RebuildService`).
+        failure_rate: fraction of requests (`/health` and the docs aside)
+            answered `503` with `Retry-After`, deterministically from
+            `seed`: the Lab 2 switch for showing the retry client at work.
         seed: seeds the failure injection.
         shutdown_grace: seconds a running rebuild gets at shutdown before it
-            is marked ``interrupted``.
+            is marked `interrupted`.
         task_id_factory: makes task ids (random UUIDs by default).
-        rebuild_rate: ``(burst, per_minute)``: how many rebuilds one client
+        rebuild_rate: `(burst, per_minute)`: how many rebuilds one client
             (one address) may start at once, and then per minute; more get
-            ``429`` with ``Retry-After``. Only a request that creates a task
+            `429` with `Retry-After`. Only a request that creates a task
             counts: a replayed key or a join of a queued task is free. A
-            ready :class:`~labsupport.ratelimit.RateLimiter` (e.g. with a
-            fake clock) also works; ``None`` turns the limit off.
+            ready `RateLimiter` (e.g. with a
+            fake clock) also works; `None` turns the limit off.
 
     Returns:
-        The app; ``app.state.store``, ``app.state.service`` and
-        ``app.state.rebuild_limiter`` (``None`` when off) hold its parts.
+        The app; `app.state.store`, `app.state.service` and
+        `app.state.rebuild_limiter` (`None` when off) hold its parts.
 
     Raises:
-        ValueError: for a ``failure_rate`` outside 0..1 or a bad ``rebuild_rate``.
+        ValueError: for a `failure_rate` outside 0..1 or a bad `rebuild_rate`.
     """
     if not 0.0 <= failure_rate <= 1.0:
         msg = f"failure_rate must be between 0 and 1, got {failure_rate!r}"
@@ -280,8 +280,8 @@ def create_app(
         """Return the user's top movie ids from the serving model.
 
         Never builds anything: before the first rebuild it returns the
-        catalogue in id order and says so with ``X-Model-Version: none``.
-        The model's version is in the ``X-Model-Version`` header.
+        catalogue in id order and says so with `X-Model-Version: none`.
+        The model's version is in the `X-Model-Version` header.
         """
         # `async def` and a ready-made JSON body: the work is a top-k over one
         # user's scores (tens of microseconds), cheaper than a trip through the
@@ -309,12 +309,12 @@ def create_app(
         idempotency_key: IdempotencyKey = None,
         x_task_id: IdempotencyKey = None,
     ) -> Queued:
-        """Queue a rebuild and return at once; poll the ``Location`` for progress.
+        """Queue a rebuild and return at once; poll the `Location` for progress.
 
-        Send an ``Idempotency-Key`` (or ``X-Task-Id``) header to make retries
+        Send an `Idempotency-Key` (or `X-Task-Id`) header to make retries
         safe: the same key returns the same task for 24 hours, whatever its
         state. A rebuild asked for while another is still queued joins it.
-        A client that starts too many rebuilds gets 429 with ``Retry-After``.
+        A client that starts too many rebuilds gets 429 with `Retry-After`.
         """
         key = idempotency_key or x_task_id
         client = request.client.host if request.client else "unknown"
@@ -344,7 +344,7 @@ def create_app(
     def rebuild_status(
         task_id: Annotated[str, Path(max_length=255)], response: Response
     ) -> TaskOut:
-        """Report a rebuild's status; ``Retry-After`` says when to ask again."""
+        """Report a rebuild's status; `Retry-After` says when to ask again."""
         task = service.get(task_id)
         if task is None:
             raise HTTPException(
@@ -436,8 +436,8 @@ def _task_out(task: Task, service: RebuildService | RedisRebuildService) -> Task
 class _Guard:
     """Pure ASGI middleware: the body-size limit and the injected failures.
 
-    (Pure ASGI rather than ``@app.middleware``: it adds no per-request task
-    and leaves ``BackgroundTasks`` and streaming untouched.)
+    (Pure ASGI rather than `@app.middleware`: it adds no per-request task
+    and leaves `BackgroundTasks` and streaming untouched.)
     """
 
     exempt = ("/health", "/docs", "/redoc", "/openapi.json")
@@ -472,7 +472,7 @@ class _Guard:
 
 
 def _limited(receive: Receive) -> Receive:
-    """Wrap ``receive`` so a body without Content-Length still stops at the limit."""
+    """Wrap `receive` so a body without Content-Length still stops at the limit."""
     seen = 0
 
     async def wrapped() -> Message:
@@ -550,4 +550,4 @@ def _redis_outages() -> tuple[type[Exception], ...]:
 
 
 app = create_app()
-"""An app with an empty in-memory store: ``uvicorn labsupport.api:app``."""
+"""An app with an empty in-memory store: `uvicorn labsupport.api:app`."""

@@ -1,18 +1,18 @@
 """Ratings to practise on: a small catalogue, synthetic data at any size, and MovieLens.
 
-Three sources, one shape: every function returns :class:`RatingArrays` with
-1-based ``int64`` ids and ``float32`` scores.
+Three sources, one shape: every function returns `RatingArrays` with
+1-based `int64` ids and `float32` scores.
 
-- :data:`CATALOGUE` and :func:`demo_ratings`: 72 real films and a few hundred
-  ratings for notebooks and the ``--demo`` server.
-- :func:`synthetic_ratings` and :func:`synthetic_shape`: ratings drawn from a
-  planted low-rank taste model (:func:`planted_model`), from toy size up to the
+- `CATALOGUE` and `demo_ratings`: 72 real films and a few hundred
+  ratings for notebooks and the `--demo` server.
+- `synthetic_ratings` and `synthetic_shape`: ratings drawn from a
+  planted low-rank taste model (`planted_model`), from toy size up to the
   shape of MovieLens 25M, so benchmarks can grow without a download.
-- :func:`load_movielens`, :func:`load_movielens_fold` and :func:`find_movielens`:
+- `load_movielens`, `load_movielens_fold` and `find_movielens`:
   the real thing, which you download yourself (it may not be redistributed).
 
 Nothing here touches the disk or draws a random number at import time; every
-random function takes a ``seed``.
+random function takes a `seed`.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ Float32Array = npt.NDArray[np.float32]
 Float64Array = npt.NDArray[np.float64]
 Int64Array = npt.NDArray[np.int64]
 
-#: Real films as ``(title, year, primary genre)``, six per genre, grouped by
+#: Real films as `(title, year, primary genre)`, six per genre, grouped by
 #: genre so a heatmap of the demo ratings shows the genre bands.
 CATALOGUE: tuple[tuple[str, int, str], ...] = (
     ("The Matrix", 1999, "Sci-Fi"),
@@ -129,7 +129,7 @@ CATALOGUE: tuple[tuple[str, int, str], ...] = (
     ("Life of Pi", 2012, "Adventure"),
 )
 
-#: Benchmark shapes as ``(n_users, n_movies, n_ratings)``, copied from the
+#: Benchmark shapes as `(n_users, n_movies, n_ratings)`, copied from the
 #: MovieLens releases of the same name.
 SHAPES: dict[str, tuple[int, int, int]] = {
     "ml-100k": (943, 1682, 100_000),
@@ -174,7 +174,7 @@ class MovieLensNotFoundError(LabError, FileNotFoundError):
 
 
 def catalogue_movies() -> list[Movie]:
-    """Return :data:`CATALOGUE` as :class:`Movie` objects with ids 1 to n, in order.
+    """Return `CATALOGUE` as `Movie` objects with ids 1 to n, in order.
 
     Returns:
         A new list on every call, so callers may change it freely.
@@ -187,17 +187,17 @@ def catalogue_movies() -> list[Movie]:
 
 @dataclass(frozen=True, eq=False)
 class PlantedModel:
-    """The hidden truth behind :func:`synthetic_ratings`.
+    """The hidden truth behind `synthetic_ratings`.
 
-    A rating is ``global_mean + user_bias[u] + item_bias[m] + user_factors[u] @
-    item_factors[m]`` plus noise, rounded and clipped to 1 to 5 stars. Which
-    pairs get rated follows ``user_activity`` and ``item_popularity``.
-    Row ``i`` of every array belongs to id ``i + 1``.
+    A rating is `global_mean + user_bias[u] + item_bias[m] + user_factors[u] @
+    item_factors[m]` plus noise, rounded and clipped to 1 to 5 stars. Which
+    pairs get rated follows `user_activity` and `item_popularity`.
+    Row `i` of every array belongs to id `i + 1`.
 
     Attributes:
         global_mean: The average taste, in stars.
-        user_factors: ``(n_users, rank)`` taste vectors.
-        item_factors: ``(n_movies, rank)`` taste vectors.
+        user_factors: `(n_users, rank)` taste vectors.
+        item_factors: `(n_movies, rank)` taste vectors.
         user_bias: Per-user offsets, in stars.
         item_bias: Per-movie offsets, in stars.
         user_activity: Probability that a rating beyond each user's minimum
@@ -242,14 +242,14 @@ class PlantedModel:
 
         Args:
             user_ids: 1-based user ids.
-            movie_ids: 1-based movie ids, parallel to ``user_ids``.
+            movie_ids: 1-based movie ids, parallel to `user_ids`.
 
         Returns:
             One score per pair, in stars.
 
         Raises:
             ValueError: if the two id arrays differ in shape.
-            IndexError: if an id is outside 1 to ``n_users`` or ``n_movies``.
+            IndexError: if an id is outside 1 to `n_users` or `n_movies`.
         """
         users = np.asarray(user_ids, dtype=np.int64) - 1
         movies = np.asarray(movie_ids, dtype=np.int64) - 1
@@ -288,14 +288,14 @@ def planted_model(
     popularity_exponent: float = 1.0,
     genres: Sequence[str] | None = None,
 ) -> PlantedModel:
-    """Draw the low-rank taste model that :func:`synthetic_ratings` samples from.
+    """Draw the low-rank taste model that `synthetic_ratings` samples from.
 
     Called with the same arguments, this returns exactly the model behind
-    ``synthetic_ratings(..., seed=seed)``, so a notebook can compare what a
+    `synthetic_ratings(..., seed=seed)`, so a notebook can compare what a
     recommender learnt with the truth. Users and movies use separate random
-    streams, so the movies' model does not change when ``n_users`` does.
+    streams, so the movies' model does not change when `n_users` does.
 
-    When ``genres`` is given, each movie's taste vector mixes a vector shared
+    When `genres` is given, each movie's taste vector mixes a vector shared
     by its genre (70 % of the variance) with its own, so films of one genre
     are liked by the same people.
 
@@ -303,18 +303,18 @@ def planted_model(
         n_users: Number of users.
         n_movies: Number of movies.
         rank: Length of the taste vectors.
-        seed: Seed for :func:`numpy.random.default_rng`-style streams.
+        seed: Seed for `numpy.random.default_rng`-style streams.
         popularity_exponent: Zipf exponent of movie popularity: the k-th most
-            popular movie is drawn with probability proportional to ``k **
-            -popularity_exponent``; 0 makes all movies equally popular.
-        genres: One genre per movie, or ``None`` for unrelated movies.
+            popular movie is drawn with probability proportional to `k **
+            -popularity_exponent`; 0 makes all movies equally popular.
+        genres: One genre per movie, or `None` for unrelated movies.
 
     Returns:
         The planted model.
 
     Raises:
         ValueError: if a size is not positive, the exponent is negative, or
-            ``genres`` does not have one entry per movie.
+            `genres` does not have one entry per movie.
     """
     _check_positive(n_users=n_users, n_movies=n_movies, rank=rank)
     if popularity_exponent < 0:
@@ -367,21 +367,21 @@ def synthetic_ratings(
 ) -> RatingArrays:
     """Sample integer 1-5 star ratings from a planted low-rank taste model.
 
-    The model is ``planted_model(n_users, n_movies, rank=rank, seed=seed,
-    popularity_exponent=popularity_exponent, genres=genres)``. Each user
+    The model is `planted_model(n_users, n_movies, rank=rank, seed=seed,
+    popularity_exponent=popularity_exponent, genres=genres)`. Each user
     first gets a few ratings (up to 20, as in MovieLens), then the rest go to
     users in proportion to a heavy-tailed activity and to movies by Zipf-like
     popularity. Repeated (user, movie) pairs are dropped and topped up until
-    exactly ``n_ratings`` distinct pairs remain. A score is the model's
+    exactly `n_ratings` distinct pairs remain. A score is the model's
     prediction plus Gaussian noise, rounded and clipped to 1 to 5 stars.
 
     Everything is vectorised: the shape of MovieLens 25M takes under ten
     seconds and about 1.5 GB. The same arguments always give the same arrays.
 
     Args:
-        n_users: Number of users; ids run from 1 to ``n_users`` and every one
+        n_users: Number of users; ids run from 1 to `n_users` and every one
             appears.
-        n_movies: Number of movies; ids run from 1 to ``n_movies`` (the least
+        n_movies: Number of movies; ids run from 1 to `n_movies` (the least
             popular ones may have no rating).
         n_ratings: Number of distinct (user, movie) pairs to rate.
         rank: Length of the planted taste vectors.
@@ -396,9 +396,9 @@ def synthetic_ratings(
     Raises:
         ValueError: if a size is not positive, there are fewer ratings than
             users, more than half of all (user, movie) cells would be rated,
-            ``noise`` is negative, or ``genres`` has the wrong length.
+            `noise` is negative, or `genres` has the wrong length.
         RuntimeError: if popularity is so skewed that distinct pairs cannot
-            be found; lower ``popularity_exponent`` or ``n_ratings``.
+            be found; lower `popularity_exponent` or `n_ratings`.
     """
     _check_positive(n_users=n_users, n_movies=n_movies, n_ratings=n_ratings)
     if n_ratings < n_users:
@@ -437,7 +437,7 @@ def synthetic_ratings(
 
 
 def _sample_pairs(model: PlantedModel, n_ratings: int, rng: np.random.Generator) -> Int64Array:
-    """Return ``n_ratings`` distinct sorted keys ``user_index * n_movies + movie_index``.
+    """Return `n_ratings` distinct sorted keys `user_index * n_movies + movie_index`.
 
     Each round draws the missing per-user minimums first, then extra pairs by
     activity and popularity, oversampled by the last round's acceptance rate.
@@ -480,7 +480,7 @@ def _sample_pairs(model: PlantedModel, n_ratings: int, rng: np.random.Generator)
 
 
 def _draw(p: Float64Array, size: int, rng: np.random.Generator) -> Int64Array:
-    """Draw ``size`` 0-based indices with probabilities ``p``, in random order.
+    """Draw `size` 0-based indices with probabilities `p`, in random order.
 
     Counting the draws per index first and shuffling afterwards is several
     times faster than looking each draw up in the cumulative sum.
@@ -491,7 +491,7 @@ def _draw(p: Float64Array, size: int, rng: np.random.Generator) -> Int64Array:
 
 
 def _new_keys(keys: Int64Array, candidates: Int64Array) -> Int64Array:
-    """Return the distinct candidates missing from the sorted ``keys``, sorted."""
+    """Return the distinct candidates missing from the sorted `keys`, sorted."""
     ordered = np.sort(candidates)  # np.unique is much slower on tens of millions
     first: npt.NDArray[np.bool_] = np.empty(ordered.size, dtype=bool)
     first[:1] = True
@@ -505,7 +505,7 @@ def _new_keys(keys: Int64Array, candidates: Int64Array) -> Int64Array:
 
 
 def _merge(keys: Int64Array, fresh: Int64Array) -> Int64Array:
-    """Merge sorted ``fresh`` keys (absent from ``keys``) into sorted ``keys``."""
+    """Merge sorted `fresh` keys (absent from `keys`) into sorted `keys`."""
     if keys.size == 0:
         return fresh
     return np.insert(keys, np.searchsorted(keys, fresh), fresh)
@@ -522,14 +522,14 @@ def synthetic_shape(name: str, *, seed: int = 0) -> RatingArrays:
     """Return synthetic ratings with the shape of a MovieLens release.
 
     Args:
-        name: A key of :data:`SHAPES`, such as ``"ml-1m"`` or ``"ml-25m"``.
-        seed: Seed passed to :func:`synthetic_ratings`.
+        name: A key of `SHAPES`, such as `"ml-1m"` or `"ml-25m"`.
+        seed: Seed passed to `synthetic_ratings`.
 
     Returns:
-        Ratings with exactly the users, movies and rating count of ``name``.
+        Ratings with exactly the users, movies and rating count of `name`.
 
     Raises:
-        ValueError: if ``name`` is not in :data:`SHAPES`.
+        ValueError: if `name` is not in `SHAPES`.
     """
     if name not in SHAPES:
         msg = f"unknown shape {name!r}; choose one of {', '.join(SHAPES)}"
@@ -539,22 +539,22 @@ def synthetic_shape(name: str, *, seed: int = 0) -> RatingArrays:
 
 
 def demo_ratings(*, n_users: int = 40, seed: int = 0) -> RatingArrays:
-    """Return a few hundred ratings of the :data:`CATALOGUE` films.
+    """Return a few hundred ratings of the `CATALOGUE` films.
 
     About 20 % of the user x movie cells are rated; tastes follow genres, and
     popularity is only mildly skewed so nearly every film gets ratings. The
-    truth behind them is ``planted_model(n_users, len(CATALOGUE), rank=4,
-    seed=seed, popularity_exponent=0.5, genres=[g for _, _, g in CATALOGUE])``.
+    truth behind them is `planted_model(n_users, len(CATALOGUE), rank=4,
+    seed=seed, popularity_exponent=0.5, genres=[g for _, _, g in CATALOGUE])`.
 
     Args:
-        n_users: Number of users (ids 1 to ``n_users``).
+        n_users: Number of users (ids 1 to `n_users`).
         seed: Seed; the same seed gives the same ratings.
 
     Returns:
-        Ratings with movie ids 1 to ``len(CATALOGUE)``, sorted by user.
+        Ratings with movie ids 1 to `len(CATALOGUE)`, sorted by user.
 
     Raises:
-        ValueError: if ``n_users`` is not positive.
+        ValueError: if `n_users` is not positive.
     """
     n_movies = len(CATALOGUE)
     _check_positive(n_users=n_users)
@@ -571,14 +571,14 @@ def demo_ratings(*, n_users: int = 40, seed: int = 0) -> RatingArrays:
 
 @dataclass(frozen=True, eq=False)
 class MovieLens:
-    """One MovieLens release loaded by :func:`load_movielens`.
+    """One MovieLens release loaded by `load_movielens`.
 
     Attributes:
-        name: The folder's name, such as ``"ml-100k"``.
-        ratings: All ratings, in file order; ``ml-latest-small`` has half stars.
-        movies: One row per movie with columns ``id``, ``title`` (without the
-            trailing year), ``year`` (nullable ``Int64``) and ``genre`` (the
-            first listed genre, ``"unknown"`` when none is).
+        name: The folder's name, such as `"ml-100k"`.
+        ratings: All ratings, in file order; `ml-latest-small` has half stars.
+        movies: One row per movie with columns `id`, `title` (without the
+            trailing year), `year` (nullable `Int64`) and `genre` (the
+            first listed genre, `"unknown"` when none is).
     """
 
     name: str
@@ -593,16 +593,16 @@ class MovieLens:
 
 
 def find_movielens(name: str) -> Path | None:
-    """Look for an unzipped MovieLens release called ``name``, such as ``"ml-100k"``.
+    """Look for an unzipped MovieLens release called `name`, such as `"ml-100k"`.
 
-    Checks ``$LABSUPPORT_MOVIELENS/<name>`` first, then
-    ``../shared/data/movielens/<name>`` next to this repository.
+    Checks `$LABSUPPORT_MOVIELENS/<name>` first, then
+    `../shared/data/movielens/<name>` next to this repository.
 
     Args:
         name: The release's folder name.
 
     Returns:
-        The folder, or ``None`` when neither place holds that release's files.
+        The folder, or `None` when neither place holds that release's files.
     """
     candidates = []
     if env := os.environ.get(_ENV_VAR):
@@ -616,10 +616,10 @@ def find_movielens(name: str) -> Path | None:
 
 
 def load_movielens(path: str | os.PathLike[str]) -> MovieLens:
-    """Load an unzipped ``ml-100k`` or ``ml-latest-small`` folder.
+    """Load an unzipped `ml-100k` or `ml-latest-small` folder.
 
-    The format is detected from the files present: ``u.data`` and ``u.item``
-    (with ``u.genre`` for genre names), or ``ratings.csv`` and ``movies.csv``.
+    The format is detected from the files present: `u.data` and `u.item`
+    (with `u.genre` for genre names), or `ratings.csv` and `movies.csv`.
 
     Args:
         path: The folder holding the files.
@@ -629,7 +629,7 @@ def load_movielens(path: str | os.PathLike[str]) -> MovieLens:
 
     Raises:
         MovieLensNotFoundError: if the folder or the expected files are
-            missing (a ``FileNotFoundError``); the message says what to download.
+            missing (a `FileNotFoundError`); the message says what to download.
     """
     folder = Path(path)
     layout = _layout(folder)
@@ -649,19 +649,19 @@ def load_movielens_fold(
 ) -> tuple[RatingArrays, RatingArrays]:
     """Load one of ml-100k's ready-made train/test splits.
 
-    Folds 1 to 5 (``u1.base``/``u1.test`` ...) are a 5-fold cross-validation
-    with 80,000 training ratings each; folds ``"a"`` and ``"b"`` hold out
+    Folds 1 to 5 (`u1.base`/`u1.test` ...) are a 5-fold cross-validation
+    with 80,000 training ratings each; folds `"a"` and `"b"` hold out
     exactly 10 ratings per user.
 
     Args:
-        path: The unzipped ``ml-100k`` folder.
-        fold: 1 to 5, ``"a"`` or ``"b"``.
+        path: The unzipped `ml-100k` folder.
+        fold: 1 to 5, `"a"` or `"b"`.
 
     Returns:
-        ``(train, test)``.
+        `(train, test)`.
 
     Raises:
-        ValueError: if ``fold`` is not one of those.
+        ValueError: if `fold` is not one of those.
         MovieLensNotFoundError: if the fold's files are missing.
     """
     if str(fold) not in {"1", "2", "3", "4", "5", "a", "b"}:
@@ -687,7 +687,7 @@ def _layout(folder: Path) -> str | None:
 
 
 def _missing_message(folder: Path) -> str:
-    """One sentence: what is wrong with ``folder``, what a release holds, how to get one."""
+    """One sentence: what is wrong with `folder`, what a release holds, how to get one."""
     if not folder.exists():
         problem = f"{folder} does not exist"
     elif not folder.is_dir():
@@ -764,7 +764,7 @@ _YEAR_SUFFIX = re.compile(r"\s*\((\d{4})\)\s*$")
 def _movie_table(
     ids: pd.Series, titles: pd.Series, genres: pd.Series, fallback_year: pd.Series | None
 ) -> pd.DataFrame:
-    """Build the ``id, title, year, genre`` table, taking the year off the title."""
+    """Build the `id, title, year, genre` table, taking the year off the title."""
     year = titles.str.extract(_YEAR_SUFFIX, expand=False)
     if fallback_year is not None:
         year = year.fillna(fallback_year)
@@ -783,7 +783,7 @@ def split_per_user(
 ) -> tuple[RatingArrays, RatingArrays]:
     """Hold out a random share of each user's ratings.
 
-    A user with ``n >= 2`` ratings puts ``test_fraction * n`` of them (rounded
+    A user with `n >= 2` ratings puts `test_fraction * n` of them (rounded
     half up) in the test set, but always keeps at least one in training; a
     user with a single rating keeps it in training. So every test user is
     known to the model, as when a live service refreshes recommendations.
@@ -796,10 +796,10 @@ def split_per_user(
         seed: Seed for choosing which ratings are held out.
 
     Returns:
-        ``(train, test)``.
+        `(train, test)`.
 
     Raises:
-        ValueError: if ``test_fraction`` is outside ``[0, 1)``.
+        ValueError: if `test_fraction` is outside `[0, 1)`.
     """
     if not 0.0 <= test_fraction < 1.0:
         msg = f"test_fraction must be at least 0 and below 1, got {test_fraction}"

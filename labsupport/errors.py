@@ -1,21 +1,21 @@
 """Errors a student can cause, each explained in one sentence.
 
-A :class:`LabError` says what happened and what to do about it. In a notebook
-IPython shows just that sentence (through ``_render_traceback_``), not a
+A `LabError` says what happened and what to do about it. In a notebook
+IPython shows just that sentence (through `_render_traceback_`), not a
 traceback that winds through uvicorn, redis-py or numpy; outside a notebook it
 is an ordinary exception with an ordinary traceback.
 
 Raise the most specific built-in base as well, so callers that already catch
-``OSError`` or ``RuntimeError`` keep working::
+`OSError` or `RuntimeError` keep working:
 
     class ServerStartError(LabError, RuntimeError): ...
 
-The ones in the package: ``server.ServerStartError`` (port taken or server
-already running), ``workbook.NotDefinedYetError`` (a cell run before the ones
-it needs), ``rediscache.RedisUnavailableError`` (no Redis at the URL),
-``redisbackend.MissingRedisError`` (the ``redis`` extra is not installed),
-``worker.MissingDatabaseError``, ``data.MovieLensNotFoundError``,
-``retry.TaskFailedError`` and ``checks.CheckFailed``.
+The ones in the package: `server.ServerStartError` (port taken or server
+already running), `workbook.NotDefinedYetError` (a cell run before the ones
+it needs), `rediscache.RedisUnavailableError` (no Redis at the URL),
+`redisbackend.MissingRedisError` (the `redis` extra is not installed),
+`worker.MissingDatabaseError`, `data.MovieLensNotFoundError`,
+`retry.TaskFailedError` and `checks.CheckFailed`.
 """
 
 from __future__ import annotations

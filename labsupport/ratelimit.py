@@ -1,23 +1,23 @@
 """A per-client rate limit: one token bucket for each client.
 
-Each client starts with ``burst`` tokens. A request that costs something takes
-one; tokens come back at ``per_minute`` per minute, up to ``burst`` again. So a
-client can make ``burst`` requests at once, then ``per_minute`` a minute for as
+Each client starts with `burst` tokens. A request that costs something takes
+one; tokens come back at `per_minute` per minute, up to `burst` again. So a
+client can make `burst` requests at once, then `per_minute` a minute for as
 long as it keeps going. When its bucket is empty the limiter says how long
-until the next token, which is what a ``Retry-After`` header needs::
+until the next token, which is what a `Retry-After` header needs:
 
     limiter = RateLimiter(burst=10, per_minute=30)
     wait = limiter.acquire("10.0.0.7")
     if wait:  # nothing was taken
         ...  # answer 429 with Retry-After: math.ceil(wait)
 
-The API uses it for ``POST /recommender/rebuild``: only a request that creates
-a new rebuild task pays, so a retry with the same ``Idempotency-Key`` or a
-request that joins a queued task is free (see :func:`labsupport.api.create_app`).
+The API uses it for `POST /recommender/rebuild`: only a request that creates
+a new rebuild task pays, so a retry with the same `Idempotency-Key` or a
+request that joins a queued task is free (see `labsupport.api.create_app`).
 
 Why not a library? slowapi's decorator counts every request a route receives;
 here the route first asks the rebuild service whether a request would start a
-build (``reuses``) and takes a token only then. A few dozen lines a student can
+build (`reuses`) and takes a token only then. A few dozen lines a student can
 read do that, with no new dependency.
 
 All times are in seconds.
@@ -48,7 +48,7 @@ class RateLimiter:
             whose bucket is full again (a full bucket is the same as a new one).
 
     Raises:
-        ValueError: ``burst`` is below 1 or ``per_minute`` is not positive.
+        ValueError: `burst` is below 1 or `per_minute` is not positive.
     """
 
     def __init__(
@@ -73,15 +73,15 @@ class RateLimiter:
         self._buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, as of when)
 
     def _tokens(self, client: str, now: float) -> float:
-        """The client's tokens at ``now``: what was left plus what has come back since."""
+        """The client's tokens at `now`: what was left plus what has come back since."""
         tokens, then = self._buckets.get(client, (float(self.burst), now))
         return min(float(self.burst), tokens + (now - then) * self.per_minute / 60.0)
 
     def acquire(self, client: str) -> float:
-        """Take one of ``client``'s tokens if it has one.
+        """Take one of `client`'s tokens if it has one.
 
         Returns:
-            ``0.0`` when a token was taken; otherwise the seconds until the
+            `0.0` when a token was taken; otherwise the seconds until the
             client has a whole token again (nothing is taken).
         """
         with self._lock:
@@ -95,7 +95,7 @@ class RateLimiter:
             return 0.0
 
     def tokens(self, client: str) -> float:
-        """Return how many tokens ``client`` has now (``burst`` for a new client)."""
+        """Return how many tokens `client` has now (`burst` for a new client)."""
         with self._lock:
             return self._tokens(client, self._clock())
 
@@ -106,5 +106,5 @@ class RateLimiter:
 
 
 def retry_after_seconds(wait: float) -> int:
-    """Round a wait up to the whole seconds of a ``Retry-After`` header (at least 1)."""
+    """Round a wait up to the whole seconds of a `Retry-After` header (at least 1)."""
     return max(1, math.ceil(wait))

@@ -1,25 +1,25 @@
 """Build a movie recommender from ratings with truncated SVDs, and evaluate it.
 
-One :func:`build_model` call returns an immutable :class:`Model` holding two
+One `build_model` call returns an immutable `Model` holding two
 small factorisations, because ranking movies and predicting stars are
 different jobs:
 
-* **Ranking factors**, used by :func:`recommend`: a rank-``rank`` SVD of the
+* **Ranking factors**, used by `recommend`: a rank-`rank` SVD of the
   sparse users x movies rating matrix, zeros where a rating is missing.  The
-  default method ``"scaled"`` is PureSVD (Cremonesi et al., 2010) with three
-  tweaks: movie columns are divided by ``count**0.3`` (so blockbusters do not
-  own every factor), user rows by ``count**0.4`` (so heavy raters do not
-  either), and each singular value is weighted by ``s**2 / (s**2 + s_k**2)``
+  default method `"scaled"` is PureSVD (Cremonesi et al., 2010) with three
+  tweaks: movie columns are divided by `count**0.3` (so blockbusters do not
+  own every factor), user rows by `count**0.4` (so heavy raters do not
+  either), and each singular value is weighted by `s**2 / (s**2 + s_k**2)`
   (the last factor counts half), which makes the result much less sensitive
-  to the rank.  Movie scores are multiplied back by ``count**0.3``.
-* **Rating factors**, used by :func:`predict`: the global mean plus shrunk
+  to the rank.  Movie scores are multiplied back by `count**0.3`.
+* **Rating factors**, used by `predict`: the global mean plus shrunk
   user and movie biases, plus a rank-10 SVD of what the biases leave over,
   refined by one round of alternating ridge regressions (penalty 10).
 
 Nothing is ever densified: the matrix is built straight from numpy arrays
-with :mod:`scipy.sparse` and factored by a seeded randomized SVD.  The
+with `scipy.sparse` and factored by a seeded randomized SVD.  The
 seed's design (dense matrix, full-rank SVD) is kept as
-:func:`seed_build_model` for comparison.
+`seed_build_model` for comparison.
 
 How the defaults were chosen, always on a validation split carved out of the
 *training* part (each user's training ratings split 75/25 again, three
@@ -29,13 +29,13 @@ seeds), never on the test part:
   ml-latest-small: exponents 0.3 / 0.4 with the weighting beat plain
   PureSVD at every rank tried (10 to 50), and rank 30 was within 2 % of the
   best rank on both (ml-100k peaked at 20, ml-latest-small at 30).
-* Prediction (RMSE on ml-100k folds u1..u5, 20 % of each ``uN.base`` held
+* Prediction (RMSE on ml-100k folds u1..u5, 20 % of each `uN.base` held
   out): bias shrinkage 5, residual rank 10 and one ALS round with penalty
   10 sit on a flat optimum (ranks 5 to 20, 1 to 3 rounds: all within 0.002).
 
 What they give on the test parts.  ml-100k, each user's ratings split 75/25
-by :func:`labsupport.data.split_per_user` (seed 0, as in ``python -m
-benchmarks``), training movies excluded from the lists::
+by `labsupport.data.split_per_user` (seed 0, as in `python -m
+benchmarks`), training movies excluded from the lists:
 
     ranking                            precision@10   nDCG@10
     "scaled", rank 30 (default)               0.422     0.483
@@ -45,9 +45,9 @@ benchmarks``), training movies excluded from the lists::
     most-rated movies for everyone            0.227     0.251
     the seed's design (full rank)             0.086     0.097
 
-RMSE of :func:`predict` averaged over ml-100k folds u1..u5 is 0.9185 (biases
+RMSE of `predict` averaged over ml-100k folds u1..u5 is 0.9185 (biases
 alone: 0.944).  On ml-latest-small the same split gives precision@10 0.336
-(``"scaled"``), 0.310 (``"puresvd"``) and 0.189 (most-rated).
+(`"scaled"`), 0.310 (`"puresvd"`) and 0.189 (most-rated).
 """
 
 from __future__ import annotations
@@ -61,7 +61,8 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-from ._types import RatingArrays, as_rating_arrays
+from labsupport._types import RatingArrays, as_rating_arrays
+from labsupport.tables import about_seconds, html_table
 
 __all__ = [
     "METHODS",
@@ -80,7 +81,7 @@ FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
 
 METHODS = ("scaled", "puresvd", "binary", "biased")
-"""The ranking factorisations :func:`build_model` knows, default first."""
+"""The ranking factorisations `build_model` knows, default first."""
 
 _ITEM_EXPONENT = 0.3  # "scaled": divide movie columns by count**0.3 ...
 _USER_EXPONENT = 0.4  # ... and user rows by count**0.4 before the SVD.
@@ -99,7 +100,7 @@ class Model:
     """An immutable, fitted recommender: arrays are read-only, fields frozen.
 
     Users and movies are numbered by their position in the sorted
-    ``user_ids`` and ``movie_ids``; every other array uses those positions.
+    `user_ids` and `movie_ids`; every other array uses those positions.
     Replacing the whole model (one assignment) is how a service swaps in a
     rebuilt one without readers ever seeing half of it.
 
@@ -108,9 +109,9 @@ class Model:
         movie_ids: Sorted unique movie ids.
         user_factors: Ranking factors, one row per user.
         item_factors: Ranking factors, one row per movie; a user's scores
-            are ``item_factors @ user_factors[row]``.
-        rating_user_factors: Residual factors behind :func:`predict`.
-        rating_item_factors: Residual factors behind :func:`predict`.
+            are `item_factors @ user_factors[row]`.
+        rating_user_factors: Residual factors behind `predict`.
+        rating_item_factors: Residual factors behind `predict`.
         global_mean: Mean of all ratings.
         user_bias: Shrunk mean offset of each user.
         item_bias: Shrunk mean offset of each movie.
@@ -118,13 +119,13 @@ class Model:
         popular: Movie ids, best first, by shrunk mean rating (ties: more
             ratings first); what unknown users get.
         version: Caller's model version number.
-        built_at: Wall-clock time of the build (``time.time()``).
+        built_at: Wall-clock time of the build (`time.time()`).
         rank: Rank of the ranking factors actually used.
-        method: Ranking method, one of :data:`METHODS`.
+        method: Ranking method, one of `METHODS`.
         n_users: Number of users.
         n_movies: Number of movies.
         n_ratings: Number of distinct (user, movie) ratings.
-        build_seconds: How long :func:`build_model` took, in seconds.
+        build_seconds: How long `build_model` took, in seconds.
     """
 
     user_ids: IntArray
@@ -172,7 +173,6 @@ class Model:
     # -- display: the dataclass repr would print every array ----------------
 
     def _summary_rows(self) -> list[tuple[str, str]]:
-        from labsupport.display import about_seconds  # display imports this module
 
         return [
             ("version", str(self.version)),
@@ -191,12 +191,11 @@ class Model:
         )
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
-        """Show :meth:`__repr__` in IPython."""
+        """Show `__repr__` in IPython."""
         printer.text(repr(self))
 
     def _repr_html_(self) -> str:
         """Show the model in a notebook as a small table of its facts."""
-        from labsupport.display import html_table
 
         return html_table(self._summary_rows(), caption=f"Model version {self.version}")
 
@@ -218,12 +217,12 @@ def build_model(
     input and *seed* always give the same model.
 
     Args:
-        ratings: Anything :func:`~labsupport._types.as_rating_arrays`
-            accepts: seed-style rows, a DataFrame or :class:`RatingArrays`.
+        ratings: Anything `as_rating_arrays`
+            accepts: seed-style rows, a DataFrame or `RatingArrays`.
         rank: Number of ranking factors.
-        method: ``"scaled"`` (the default; ranks best), ``"puresvd"`` (SVD
-            of the raw ratings, zeros where missing), ``"binary"`` (SVD of
-            the 0/1 "has rated" matrix) or ``"biased"`` (SVD of what the
+        method: `"scaled"` (the default; ranks best), `"puresvd"` (SVD
+            of the raw ratings, zeros where missing), `"binary"` (SVD of
+            the 0/1 "has rated" matrix) or `"biased"` (SVD of what the
             biases leave over: ranks by predicted rating, which ranks badly).
         version: Number stored in the model for the caller's bookkeeping.
         seed: Seed of the random start block of the randomized SVDs.
@@ -319,7 +318,7 @@ def recommend(model: Model, user_id: int, limit: int = 5, exclude_rated: bool = 
     top-k selection, never a sort of the whole catalogue.
 
     Args:
-        model: A model from :func:`build_model`.
+        model: A model from `build_model`.
         user_id: The user to recommend for.
         limit: Maximum number of ids; more than the catalogue returns all.
         exclude_rated: Leave out movies the user has already rated.
@@ -356,7 +355,7 @@ def predict(model: Model, user_id: int, movie_id: int) -> float:
     finally to the global mean.
 
     Args:
-        model: A model from :func:`build_model`.
+        model: A model from `build_model`.
         user_id: The user.
         movie_id: The movie.
 
@@ -379,11 +378,11 @@ def score_matrix(model: Model) -> npt.NDArray[np.float64]:
     """Return the users x movies ranking scores of a small model, for plots.
 
     Args:
-        model: A model from :func:`build_model`.
+        model: A model from `build_model`.
 
     Returns:
-        Array of shape ``(n_users, n_movies)``, rows and columns in the order
-        of ``model.user_ids`` and ``model.movie_ids``.
+        Array of shape `(n_users, n_movies)`, rows and columns in the order
+        of `model.user_ids` and `model.movie_ids`.
 
     Raises:
         ValueError: if the matrix would have more than 5,000,000 cells.
@@ -402,12 +401,12 @@ def score_matrix(model: Model) -> npt.NDArray[np.float64]:
 def recommend_for_user(model_or_ratings: Any, user_id: int, k: int = 5) -> list[int]:
     """Recommend *k* movies for *user_id*, as the seed's entry point did.
 
-    Given a :class:`Model` this is ``recommend(model, user_id, k)``.  Given
+    Given a `Model` this is `recommend(model, user_id, k)`.  Given
     raw ratings it builds a model first, every call: nothing is cached behind
-    your back, so build once with :func:`build_model` when you call it often.
+    your back, so build once with `build_model` when you call it often.
 
     Args:
-        model_or_ratings: A model, or anything :func:`build_model` accepts.
+        model_or_ratings: A model, or anything `build_model` accepts.
         user_id: The user to recommend for.
         k: Number of movie ids wanted.
 
@@ -429,7 +428,7 @@ def precision_recall_at_k(
     the user did not rate in *train* are compared with the user's test
     movies (any rating counts as relevant).  Definitions follow Microsoft
     Recommenders: precision = hits / k, recall = hits / test movies, nDCG
-    with binary gains, MAP@k divided by ``min(test movies, k)``; each is
+    with binary gains, MAP@k divided by `min(test movies, k)`; each is
     averaged over users.  Unknown users get the popularity chart.
 
     Args:
@@ -439,8 +438,8 @@ def precision_recall_at_k(
         k: List length.
 
     Returns:
-        ``{"precision@k", "recall@k", "ndcg@k", "map@k", "users"}`` with *k*
-        spelled out, e.g. ``"precision@10"``.
+        `{"precision@k", "recall@k", "ndcg@k", "map@k", "users"}` with *k*
+        spelled out, e.g. `"precision@10"`.
 
     Raises:
         ValueError: if *k* is below 1 or *test* is empty.
@@ -491,10 +490,10 @@ def precision_recall_at_k(
 
 
 def rmse(model: Model, test: RatingArrays) -> float:
-    """Return the root-mean-square error of :func:`predict` on *test*.
+    """Return the root-mean-square error of `predict` on *test*.
 
     Args:
-        model: A model from :func:`build_model`.
+        model: A model from `build_model`.
         test: Held-out ratings.
 
     Returns:
@@ -522,20 +521,20 @@ def rmse(model: Model, test: RatingArrays) -> float:
 
 
 def seed_build_model(ratings: Any) -> dict[int, list[int]]:
-    """Run the seed's ``build_model`` design, reshape bug fixed, for comparison.
+    """Run the seed's `build_model` design, reshape bug fixed, for comparison.
 
     This is the seed's algorithm kept for benchmarks and notebooks: a dense
     users x movies matrix filled by a Python double loop, a *full-rank*
-    ``np.linalg.svd``, the product ``U S V^T`` and a full ``argsort`` per
+    `np.linalg.svd`, the product `U S V^T` and a full `argsort` per
     user.  The seed multiplied that product by a ones vector and reshaped
-    the result, which raised ``ValueError`` for more than one movie; here
+    the result, which raised `ValueError` for more than one movie; here
     the product is used directly.  Even fixed it is useless: a full-rank SVD
     reproduces its input exactly, so each user's "ranking" is just their own
     ratings in order with every unrated movie tied at zero.  It is also slow
-    (quadratic memory, cubic SVD): use :func:`build_model`.
+    (quadratic memory, cubic SVD): use `build_model`.
 
     Args:
-        ratings: Anything :func:`~labsupport._types.as_rating_arrays` accepts.
+        ratings: Anything `as_rating_arrays` accepts.
 
     Returns:
         Each user id mapped to all movie ids, best first.
@@ -603,7 +602,7 @@ def _truncated_svd(
     """Return the top-*rank* singular triplets of *matrix*, largest first.
 
     A randomized SVD (Halko, Martinsson and Tropp, 2011): multiply the matrix
-    by a random block of ``rank + 10`` vectors, sharpen that block with a few
+    by a random block of `rank + 10` vectors, sharpen that block with a few
     power iterations (re-orthonormalised by QR), then take the exact SVD of
     the matrix projected onto it.  Every step is a sparse x dense product or
     a small dense factorisation, and *seed* makes it repeatable.  Small (and
@@ -625,7 +624,7 @@ def _truncated_svd(
 
 
 def _shrink(s: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    """Weight singular values by ``s**2 / (s**2 + s_k**2)``: the last counts half."""
+    """Weight singular values by `s**2 / (s**2 + s_k**2)`: the last counts half."""
     if len(s) == 0:
         return s
     power = s.astype(np.float64) ** 2
@@ -646,9 +645,9 @@ def _rating_factors(
 def _ridge(mask: sp.spmatrix, target: sp.spmatrix, other: npt.NDArray[Any]) -> npt.NDArray[Any]:
     """Solve every row's ridge regression of its ratings on *other*'s factors.
 
-    Row ``a`` gets ``(sum_b f_b f_b^T + ridge I)^-1 sum_b z_ab f_b`` over the
-    entries ``b`` it has.  The per-row Gram matrices come from one sparse
-    product with the flattened outer products ``f_b f_b^T``, so there is no
+    Row `a` gets `(sum_b f_b f_b^T + ridge I)^-1 sum_b z_ab f_b` over the
+    entries `b` it has.  The per-row Gram matrices come from one sparse
+    product with the flattened outer products `f_b f_b^T`, so there is no
     Python loop over rows.
     """
     rank = other.shape[1]
@@ -669,7 +668,7 @@ def _position(ids: IntArray, value: int) -> int | None:
 
 
 def _positions(ids: IntArray, values: IntArray) -> tuple[npt.NDArray[np.intp], npt.NDArray[Any]]:
-    """Vectorised :func:`_position`: positions (0 where absent) and a found mask."""
+    """Vectorised `_position`: positions (0 where absent) and a found mask."""
     where = np.minimum(np.searchsorted(ids, values), max(len(ids) - 1, 0))
     found = ids[where] == values if len(ids) else np.zeros(len(values), dtype=bool)
     return np.where(found, where, 0), found
@@ -684,7 +683,7 @@ def _top_k(scores: npt.NDArray[Any], k: int) -> npt.NDArray[np.intp]:
 
 
 def _top_k_rows(scores: npt.NDArray[Any], k: int) -> npt.NDArray[np.intp]:
-    """Row-wise :func:`_top_k` of a 2-D array."""
+    """Row-wise `_top_k` of a 2-D array."""
     if k < scores.shape[1]:
         best = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     else:

@@ -1,9 +1,9 @@
 """Retry HTTP calls with capped, jittered exponential backoff, and poll rebuild tasks.
 
-The seed's ``with_backoff`` retried *every* error, 404 included, slept with
-the global ``random`` module, printed instead of logging, and after its last
+The seed's `with_backoff` retried *every* error, 404 included, slept with
+the global `random` module, printed instead of logging, and after its last
 guarded attempt made one more call whose error nobody handled. This module
-keeps the seed's call working unchanged::
+keeps the seed's call working unchanged:
 
     response = with_backoff(lambda: client.get(url), retries=5, backoff_factor=0.5, jitter=0.2)
 
@@ -13,14 +13,14 @@ every other 4xx at once, and never calls the server after it has decided to
 give up. All times are in seconds.
 
 Only idempotent requests are retried: a GET (or HEAD, OPTIONS, PUT, DELETE,
-TRACE), or a POST or PATCH the server deduplicates by an ``Idempotency-Key``
-or ``X-Task-Id`` header. Retrying a plain ``POST /recommender/rebuild`` after
-a timeout can start two rebuilds, so ``with_backoff`` makes such a call once
-and raises its error, unless told ``idempotent=True``.
+TRACE), or a POST or PATCH the server deduplicates by an `Idempotency-Key`
+or `X-Task-Id` header. Retrying a plain `POST /recommender/rebuild` after
+a timeout can start two rebuilds, so `with_backoff` makes such a call once
+and raises its error, unless told `idempotent=True`.
 
 Production code would use a retry library instead of this teaching version.
-The same policy with stamina (``attempts`` counts calls, so it is
-``retries + 1``; stamina's wait is exactly the seed's formula, capped)::
+The same policy with stamina (`attempts` counts calls, so it is
+`retries + 1`; stamina's wait is exactly the seed's formula, capped):
 
     import httpx
     import stamina
@@ -37,7 +37,7 @@ The same policy with stamina (``attempts`` counts calls, so it is
         response.raise_for_status()
         return response
 
-and with tenacity (``wait_random_exponential`` is the "full" strategy below)::
+and with tenacity (`wait_random_exponential` is the "full" strategy below):
 
     from tenacity import (retry, retry_if_exception, stop_after_attempt,
                           stop_after_delay, wait_exponential_jitter)
@@ -48,7 +48,7 @@ and with tenacity (``wait_random_exponential`` is the "full" strategy below)::
            reraise=True)
     def get_status(client: httpx.Client, url: str) -> httpx.Response: ...
 
-Neither honours ``Retry-After`` out of the box; check your version's docs for
+Neither honours `Retry-After` out of the box; check your version's docs for
 a backoff hook if your server sends it.
 """
 
@@ -100,7 +100,7 @@ _KEY_HEADERS = ("Idempotency-Key", "X-Task-Id")
 
 
 class ResponseLike(Protocol):
-    """What this module needs from an ``httpx`` or ``httpx2`` response."""
+    """What this module needs from an `httpx` or `httpx2` response."""
 
     @property
     def status_code(self) -> int: ...
@@ -114,7 +114,7 @@ class ResponseLike(Protocol):
 
 
 class SupportsGet(Protocol):
-    """A client with ``get(url)``: ``httpx.Client``, ``httpx2.Client``, ``TestClient``."""
+    """A client with `get(url)`: `httpx.Client`, `httpx2.Client`, `TestClient`."""
 
     def get(self, url: str, /) -> ResponseLike: ...
 
@@ -124,15 +124,15 @@ R = TypeVar("R", bound=ResponseLike)
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
-    """One call made by :func:`with_backoff`, as passed to ``on_attempt``.
+    """One call made by `with_backoff`, as passed to `on_attempt`.
 
     Attributes:
         number: 1 for the first call, 2 for the first retry, and so on.
         started: When the call began, in seconds after the first call began.
         elapsed: How long the call itself took.
-        status: The HTTP status, or ``None`` if the call raised before a response.
-        error: A short description of the failure, or ``None`` on success.
-        delay: The sleep chosen after this call, or ``None`` if it was the last.
+        status: The HTTP status, or `None` if the call raised before a response.
+        error: A short description of the failure, or `None` on success.
+        delay: The sleep chosen after this call, or `None` if it was the last.
         will_retry: Whether another call follows.
     """
 
@@ -146,7 +146,7 @@ class Attempt:
 
 
 class TaskFailedError(LabError, RuntimeError):
-    """A background task ended in ``failed``, ``interrupted`` or ``unknown``.
+    """A background task ended in `failed`, `interrupted` or `unknown`.
 
     The message says, in one sentence, what happened and what to do next.
 
@@ -166,7 +166,7 @@ class TaskFailedError(LabError, RuntimeError):
 
 
 class ContentionResult(TypedDict):
-    """What :func:`contention_simulation` returns (times in seconds)."""
+    """What `contention_simulation` returns (times in seconds)."""
 
     strategy: str
     n_clients: int
@@ -230,29 +230,29 @@ def backoff_schedule(
 ) -> list[float]:
     """Return the sleeps a strategy would choose, without sleeping.
 
-    With ``t = min(cap, base * 2**n)`` for retry ``n = 0, 1, ...``:
+    With `t = min(cap, base * 2**n)` for retry `n = 0, 1, ...`:
 
-    - ``"seed"``: ``min(cap, t + uniform(0, jitter))``, the seed's formula, capped;
-    - ``"none"``: ``t``, plain exponential backoff;
-    - ``"full"``: ``uniform(0, t)``;
-    - ``"equal"``: ``t/2 + uniform(0, t/2)``;
-    - ``"decorrelated"``: ``min(cap, uniform(base, 3 * previous))``, starting
-      from ``previous = base``.
+    - `"seed"`: `min(cap, t + uniform(0, jitter))`, the seed's formula, capped;
+    - `"none"`: `t`, plain exponential backoff;
+    - `"full"`: `uniform(0, t)`;
+    - `"equal"`: `t/2 + uniform(0, t/2)`;
+    - `"decorrelated"`: `min(cap, uniform(base, 3 * previous))`, starting
+      from `previous = base`.
 
-    ``jitter`` only affects ``"seed"``. :func:`with_backoff` draws its delays
-    from the same code, so the same seeded ``rng`` gives the same numbers.
+    `jitter` only affects `"seed"`. `with_backoff` draws its delays
+    from the same code, so the same seeded `rng` gives the same numbers.
 
     Args:
-        strategy: One of :data:`STRATEGIES`.
-        attempts: How many delays to return, one per retry (so ``retries``
-            for :func:`with_backoff`).
-        base: The first exponential step (``backoff_factor`` in :func:`with_backoff`).
-        cap: The longest allowed delay (``max_delay``).
+        strategy: One of `STRATEGIES`.
+        attempts: How many delays to return, one per retry (so `retries`
+            for `with_backoff`).
+        base: The first exponential step (`backoff_factor` in `with_backoff`).
+        cap: The longest allowed delay (`max_delay`).
         jitter: The seed strategy's extra random wait.
-        rng: The random source; pass ``random.Random(seed)`` for repeatable numbers.
+        rng: The random source; pass `random.Random(seed)` for repeatable numbers.
 
     Returns:
-        ``attempts`` delays, in seconds.
+        `attempts` delays, in seconds.
 
     Raises:
         ValueError: for an unknown strategy or a negative number.
@@ -266,7 +266,7 @@ def backoff_schedule(
 
 
 def _httpx_class_names(exc: BaseException) -> set[str]:
-    """Names of the httpx/httpx2 classes ``exc`` is an instance of."""
+    """Names of the httpx/httpx2 classes `exc` is an instance of."""
     return {
         cls.__name__
         for cls in type(exc).__mro__
@@ -281,11 +281,11 @@ def is_retryable(
 ) -> bool:
     """Say whether a retry could fix this response or exception.
 
-    A response is retryable if its status is in ``retry_on_status``. An
-    exception is retryable if it is an httpx or httpx2 ``TransportError``
+    A response is retryable if its status is in `retry_on_status`. An
+    exception is retryable if it is an httpx or httpx2 `TransportError`
     (refused connection, timeout, dropped connection...) other than
-    ``UnsupportedProtocol`` and ``LocalProtocolError``, which are bugs in the
-    request, or an ``HTTPStatusError`` whose response has a retryable status.
+    `UnsupportedProtocol` and `LocalProtocolError`, which are bugs in the
+    request, or an `HTTPStatusError` whose response has a retryable status.
     Both libraries are recognised by class name, so neither is imported.
 
     Args:
@@ -293,7 +293,7 @@ def is_retryable(
         retry_on_status: The statuses to treat as transient.
 
     Returns:
-        ``True`` if retrying makes sense.
+        `True` if retrying makes sense.
     """
     if isinstance(response_or_exc, BaseException):
         names = _httpx_class_names(response_or_exc)
@@ -305,18 +305,18 @@ def is_retryable(
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Turn a ``Retry-After`` header into a number of seconds to wait.
+    """Turn a `Retry-After` header into a number of seconds to wait.
 
-    The header is either a number of seconds (``"120"``) or an HTTP date
-    (``"Wed, 21 Oct 2015 07:28:00 GMT"``); a date in the past means "now".
+    The header is either a number of seconds (`"120"`) or an HTTP date
+    (`"Wed, 21 Oct 2015 07:28:00 GMT"`); a date in the past means "now".
 
     Args:
-        value: The header value, or ``None`` if it was absent.
+        value: The header value, or `None` if it was absent.
         now: The current time as a POSIX timestamp, for HTTP dates
-            (default ``time.time()``).
+            (default `time.time()`).
 
     Returns:
-        Seconds to wait (``>= 0``), or ``None`` if the header is absent or unreadable.
+        Seconds to wait (`>= 0`), or `None` if the header is absent or unreadable.
     """
     if value is None or not value.strip():
         return None
@@ -338,7 +338,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 
 
 def _describe(outcome: ResponseLike | BaseException) -> tuple[int | None, str | None]:
-    """Return ``(status, error)`` for a call's outcome; ``error`` is ``None`` on success."""
+    """Return `(status, error)` for a call's outcome; `error` is `None` on success."""
     if isinstance(outcome, BaseException):
         response = getattr(outcome, "response", None)
         status = getattr(response, "status_code", None)
@@ -352,7 +352,7 @@ def _describe(outcome: ResponseLike | BaseException) -> tuple[int | None, str | 
 
 
 def _retry_after(outcome: ResponseLike | BaseException) -> float | None:
-    """The ``Retry-After`` of a response, or of an ``HTTPStatusError``'s response."""
+    """The `Retry-After` of a response, or of an `HTTPStatusError`'s response."""
     response = getattr(outcome, "response", None) if isinstance(outcome, BaseException) else outcome
     headers = getattr(response, "headers", None)
     return parse_retry_after(headers.get("Retry-After")) if headers is not None else None
@@ -362,7 +362,7 @@ def _safe_to_repeat(outcome: ResponseLike | BaseException) -> bool:
     """Say whether the request behind a response or error may be sent again.
 
     Yes for an idempotent method, and for a POST or PATCH carrying an
-    ``Idempotency-Key`` or ``X-Task-Id`` header; also yes when the outcome
+    `Idempotency-Key` or `X-Task-Id` header; also yes when the outcome
     carries no request to look at (a scripted response), as it always was.
     """
     try:
@@ -379,7 +379,7 @@ def _safe_to_repeat(outcome: ResponseLike | BaseException) -> bool:
 
 
 def _give_up(outcome: ResponseLike | BaseException) -> NoReturn:
-    """Raise the exception, or the response's own ``HTTPStatusError`` (httpx or httpx2)."""
+    """Raise the exception, or the response's own `HTTPStatusError` (httpx or httpx2)."""
     if isinstance(outcome, BaseException):
         raise outcome
     outcome.raise_for_status()
@@ -408,51 +408,51 @@ def with_backoff(
     on_attempt: Callable[[Attempt], None] | None = None,
     logger: logging.Logger | None = None,
 ) -> R:
-    """Call ``func`` until it returns a usable response, backing off between tries.
+    """Call `func` until it returns a usable response, backing off between tries.
 
-    A 2xx or 3xx response is returned. A status in ``retry_on_status``, or a
-    transient exception (see :func:`is_retryable`), is retried after a delay
-    from :func:`backoff_schedule`; a ``Retry-After`` header, when present and
-    ``respect_retry_after`` is set, lengthens that delay to at least what the
-    server asked for. Every delay is capped at ``max_delay``. Any other 4xx
+    A 2xx or 3xx response is returned. A status in `retry_on_status`, or a
+    transient exception (see `is_retryable`), is retried after a delay
+    from `backoff_schedule`; a `Retry-After` header, when present and
+    `respect_retry_after` is set, lengthens that delay to at least what the
+    server asked for. Every delay is capped at `max_delay`. Any other 4xx
     raises at once: a retry cannot fix a 404. Any other exception propagates.
-    A POST without an ``Idempotency-Key`` (or ``X-Task-Id``) header is not
+    A POST without an `Idempotency-Key` (or `X-Task-Id`) header is not
     retried either, since a second one could start a second rebuild: its
-    error is raised after the one call (see ``idempotent``).
+    error is raised after the one call (see `idempotent`).
 
-    ``func`` is called at most ``retries + 1`` times: one call plus
-    ``retries`` retries. (The seed made ``retries`` guarded calls and then
+    `func` is called at most `retries + 1` times: one call plus
+    `retries` retries. (The seed made `retries` guarded calls and then
     one more whose error escaped unlogged; here the last call's error is the
     one raised, and no call follows the decision to give up.) With a
-    ``deadline``, it also gives up as soon as the next sleep would end more
-    than ``deadline`` seconds after the first call began, so it never sleeps
+    `deadline`, it also gives up as soon as the next sleep would end more
+    than `deadline` seconds after the first call began, so it never sleeps
     past it.
 
-    Every call is logged on the ``labsupport.retry`` logger (retries at INFO,
-    giving up at WARNING) and passed to ``on_attempt`` as an :class:`Attempt`.
+    Every call is logged on the `labsupport.retry` logger (retries at INFO,
+    giving up at WARNING) and passed to `on_attempt` as an `Attempt`.
 
     Args:
         func: A zero-argument function returning an httpx or httpx2 response,
-            e.g. ``lambda: client.get(url)``.
+            e.g. `lambda: client.get(url)`.
         retries: How many times to retry after the first call.
-        backoff_factor: The first exponential step (``base`` in the schedule).
-        jitter: The random extra wait of the ``"seed"`` strategy.
-        strategy: One of :data:`STRATEGIES`.
-        max_delay: The longest single sleep, ``Retry-After`` included.
-        deadline: The most time to spend, counted from the first call, or ``None``.
+        backoff_factor: The first exponential step (`base` in the schedule).
+        jitter: The random extra wait of the `"seed"` strategy.
+        strategy: One of `STRATEGIES`.
+        max_delay: The longest single sleep, `Retry-After` included.
+        deadline: The most time to spend, counted from the first call, or `None`.
         retry_on_status: Statuses to retry.
-        respect_retry_after: Whether to honour the server's ``Retry-After``.
-        idempotent: Whether ``func`` is safe to call again. ``None`` decides
+        respect_retry_after: Whether to honour the server's `Retry-After`.
+        idempotent: Whether `func` is safe to call again. `None` decides
             from the request the response or error carries: GET, HEAD,
             OPTIONS, PUT, DELETE and TRACE are, and so is a POST or PATCH
-            with an ``Idempotency-Key`` or ``X-Task-Id`` header; another POST
-            is called once. ``True`` retries whatever the request; ``False``
+            with an `Idempotency-Key` or `X-Task-Id` header; another POST
+            is called once. `True` retries whatever the request; `False`
             never retries.
         sleep: The function that waits (inject a fake in tests).
-        rng: The random source for jitter (default: a fresh ``random.Random()``).
+        rng: The random source for jitter (default: a fresh `random.Random()`).
         clock: A monotonic clock (inject a fake in tests).
-        on_attempt: Called with an :class:`Attempt` after every call.
-        logger: Where to log (default: ``logging.getLogger("labsupport.retry")``).
+        on_attempt: Called with an `Attempt` after every call.
+        logger: Where to log (default: `logging.getLogger("labsupport.retry")`).
 
     Returns:
         The first response with a status below 400.
@@ -460,7 +460,7 @@ def with_backoff(
     Raises:
         httpx.HTTPStatusError: for a non-retryable status, or for the last
             retryable one once retries or time run out (httpx2's own
-            ``HTTPStatusError`` when ``func`` returns httpx2 responses).
+            `HTTPStatusError` when `func` returns httpx2 responses).
         httpx.TransportError: the last transport error, once retries or time run out.
         ValueError: for a bad argument (unknown strategy, negative number).
     """
@@ -559,50 +559,50 @@ def poll_task(
 ) -> dict[str, Any]:
     """Poll a rebuild task's status URL until it completes, fails or times out.
 
-    Each GET goes through :func:`with_backoff`, so a transient 503 or a
-    dropped connection is retried (up to ``retries`` times, never past the
-    overall ``timeout``) instead of ending the wait; a 404 raises at once.
-    The JSON body must have a ``"status"``: ``"complete"`` ends the wait,
-    ``"failed"``, ``"interrupted"`` and ``"unknown"`` (the server forgot the
-    task, e.g. after a restart) raise :class:`TaskFailedError`, and anything
-    else (``"queued"``, ``"running"``) means wait ``interval`` seconds and
-    ask again. A ``Retry-After`` header on those answers can lengthen the
-    wait, up to ``max_interval``. The last look happens at the timeout.
+    Each GET goes through `with_backoff`, so a transient 503 or a
+    dropped connection is retried (up to `retries` times, never past the
+    overall `timeout`) instead of ending the wait; a 404 raises at once.
+    The JSON body must have a `"status"`: `"complete"` ends the wait,
+    `"failed"`, `"interrupted"` and `"unknown"` (the server forgot the
+    task, e.g. after a restart) raise `TaskFailedError`, and anything
+    else (`"queued"`, `"running"`) means wait `interval` seconds and
+    ask again. A `Retry-After` header on those answers can lengthen the
+    wait, up to `max_interval`. The last look happens at the timeout.
 
-    With ``progress=True`` a :class:`~labsupport.display.ProgressBar` follows
-    the task's ``progress`` field from 0 to 100 % while it waits (a widget in
+    With `progress=True` a `ProgressBar` follows
+    the task's `progress` field from 0 to 100 % while it waits (a widget in
     JupyterLab, a text bar on stderr elsewhere) and is closed when the wait
     ends, whatever the outcome.
 
     Args:
-        client: A client with ``get(url)`` (``httpx.Client``, ``TestClient``),
+        client: A client with `get(url)` (`httpx.Client`, `TestClient`),
             or a zero-argument function returning a response if
-            ``status_url`` is omitted.
-        status_url: The task's status URL, e.g. ``f"/recommender/rebuild/{task_id}"``.
+            `status_url` is omitted.
+        status_url: The task's status URL, e.g. `f"/recommender/rebuild/{task_id}"`.
         timeout: The most time to wait, in seconds.
         interval: The pause between polls.
-        max_interval: The longest pause a ``Retry-After`` header can ask for.
-        retries: Retries for each GET (see :func:`with_backoff`).
+        max_interval: The longest pause a `Retry-After` header can ask for.
+        retries: Retries for each GET (see `with_backoff`).
         sleep: The function that waits (inject a fake in tests).
         clock: A monotonic clock (inject a fake in tests).
         rng: The random source for retry jitter.
         on_status: Called with every JSON body seen, in order, e.g. to record
-            the ``queued -> running -> complete`` timeline.
+            the `queued -> running -> complete` timeline.
         progress: Show a progress bar while waiting.
-        logger: Where to log (default: ``logging.getLogger("labsupport.retry")``).
+        logger: Where to log (default: `logging.getLogger("labsupport.retry")`).
 
     Returns:
-        The final JSON body, whose status is ``"complete"``.
+        The final JSON body, whose status is `"complete"`.
 
     Raises:
         TaskFailedError: if the task failed, was interrupted or is unknown.
-        TimeoutError: if it is still not complete after ``timeout`` seconds.
+        TimeoutError: if it is still not complete after `timeout` seconds.
         httpx.HTTPStatusError: for a non-retryable status, or a retryable one
-            that outlasted ``retries``.
+            that outlasted `retries`.
         httpx.TransportError: if the server stays unreachable.
-        ValueError: if the body is not a JSON object with a ``"status"``, or
+        ValueError: if the body is not a JSON object with a `"status"`, or
             for a bad argument.
-        TypeError: if ``client`` has no ``get`` (with a URL) or is not callable
+        TypeError: if `client` has no `get` (with a URL) or is not callable
             (without one).
     """
     _check("timeout", timeout)
@@ -613,7 +613,7 @@ def poll_task(
     watchers: list[Callable[[dict[str, Any]], None]] = [] if on_status is None else [on_status]
     with contextlib.ExitStack() as cleanup:
         if progress:
-            from labsupport.display import progress_bar  # imports tqdm only when asked
+            from labsupport.classroom.display import progress_bar  # imports tqdm only when asked
 
             watchers.append(cleanup.enter_context(progress_bar()))
         started = clock()
@@ -724,39 +724,39 @@ def contention_simulation(
     write_time: float = 0.05,
     seed: int = 0,
 ) -> ContentionResult:
-    """Simulate clients contending for one record, each backing off by ``strategy``.
+    """Simulate clients contending for one record, each backing off by `strategy`.
 
     The model follows AWS's "Exponential Backoff And Jitter" article: every
     client wants to make one optimistic-concurrency write to the same record.
-    A write reads the version at time ``t`` and commits at ``t + write_time``;
+    A write reads the version at time `t` and commits at `t + write_time`;
     it succeeds only if no other write committed in between, otherwise the
     client sleeps for its next backoff delay and tries again (each client has
-    its own schedule, all drawn from one ``random.Random(seed)``). All clients
-    start together at ``t = 0``, the worst case (a deploy, a cache expiry).
-    Ties are broken by client number, so ``"none"`` needs no randomness.
+    its own schedule, all drawn from one `random.Random(seed)`). All clients
+    start together at `t = 0`, the worst case (a deploy, a cache expiry).
+    Ties are broken by client number, so `"none"` needs no randomness.
 
-    With ``"none"`` the clients stay in lock-step: every round one wins and
-    all the others collide again, so ``n`` clients make ``n(n + 1)/2`` calls.
+    With `"none"` the clients stay in lock-step: every round one wins and
+    all the others collide again, so `n` clients make `n(n + 1)/2` calls.
     Jitter spreads them out. Every client finishes, since each failure needs
-    a success less than ``write_time`` before it. Pure Python; ``n = 100``
+    a success less than `write_time` before it. Pure Python; `n = 100`
     takes about a millisecond. All times are in seconds.
 
     Args:
         n_clients: How many clients contend.
-        strategy: One of :data:`STRATEGIES`.
+        strategy: One of `STRATEGIES`.
         base: The first exponential step.
         cap: The longest delay.
-        jitter: The ``"seed"`` strategy's extra random wait.
+        jitter: The `"seed"` strategy's extra random wait.
         write_time: Time from a write's read to its commit.
         seed: Seed for the random source; the same seed gives the same result.
 
     Returns:
-        A :class:`ContentionResult`: ``total_calls``, ``completion_time`` (when
-        the last client succeeded), ``max_calls`` (by the unluckiest client)
-        and the sorted ``finish_times``.
+        A `ContentionResult`: `total_calls`, `completion_time` (when
+        the last client succeeded), `max_calls` (by the unluckiest client)
+        and the sorted `finish_times`.
 
     Raises:
-        ValueError: for an unknown strategy, ``n_clients < 1`` or a bad time.
+        ValueError: for an unknown strategy, `n_clients < 1` or a bad time.
     """
     if n_clients < 1:
         msg = f"n_clients must be at least 1, got {n_clients!r}"

@@ -1,19 +1,19 @@
 """Run an ASGI app (such as the course's FastAPI app) on a real port, in a thread.
 
-The server follows httpx's test-server pattern: a :class:`uvicorn.Server`
+The server follows httpx's test-server pattern: a `uvicorn.Server`
 that installs no signal handlers runs in a daemon thread, the caller polls
 until it accepts connections, and stopping sets its exit flag and joins the
-thread.  A notebook cell can therefore start a server, call it with ``httpx``
+thread.  A notebook cell can therefore start a server, call it with `httpx`
 and stop it again, even though Jupyter's own asyncio loop is already running
 in the main thread (uvicorn runs a separate loop in its thread, so no
-``nest_asyncio`` is needed).
+`nest_asyncio` is needed).
 
 All times are in seconds.
 
 Exceptions:
     ServerStartError: the server could not start (port taken, lifespan
         startup failed, startup too slow); a
-        :class:`~labsupport.errors.LabError`, so a notebook shows its one
+        `LabError`, so a notebook shows its one
         sentence instead of a traceback through uvicorn.
 """
 
@@ -39,7 +39,7 @@ __all__ = ["ServerHandle", "ServerStartError", "running_servers", "serve_in_thre
 
 # How often the caller checks whether the server thread has started or ended.
 _POLL_INTERVAL = 0.01
-# Extra wait after setting ``force_exit`` when a graceful stop ran out of time.
+# Extra wait after setting `force_exit` when a graceful stop ran out of time.
 _FORCE_EXIT_GRACE = 1.0
 
 # Handles started by serve_in_thread and not stopped yet, keyed by (host, port).
@@ -64,13 +64,13 @@ class _ThreadedServer(uvicorn.Server):
     _task: asyncio.Task[object] | None = None
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
-        """Serve like uvicorn does, remembering the loop and task for :meth:`cancel`."""
+        """Serve like uvicorn does, remembering the loop and task for `cancel`."""
         self._loop = asyncio.get_running_loop()
         self._task = asyncio.current_task()
         await super().serve(sockets=sockets)
 
     def cancel(self) -> None:
-        """Cancel ``serve`` from another thread (for a startup or shutdown that hangs)."""
+        """Cancel `serve` from another thread (for a startup or shutdown that hangs)."""
         loop, task = self._loop, self._task
         if loop is None or task is None:
             return
@@ -79,7 +79,7 @@ class _ThreadedServer(uvicorn.Server):
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
-        """Install nothing (uvicorn >= 0.29 calls this around ``serve``)."""
+        """Install nothing (uvicorn >= 0.29 calls this around `serve`)."""
         yield
 
     def install_signal_handlers(self) -> None:
@@ -89,7 +89,7 @@ class _ThreadedServer(uvicorn.Server):
 class ServerHandle:
     """A running embedded server: where it listens and how to stop it.
 
-    Use it as a context manager to stop the server when the block ends::
+    Use it as a context manager to stop the server when the block ends:
 
         with serve_in_thread(app) as srv:
             httpx.get(f"{srv.url}/health")
@@ -98,7 +98,7 @@ class ServerHandle:
         app: The ASGI application being served.
         host: The address the server listens on.
         port: The port the server listens on.
-        url: The base URL, for example ``"http://127.0.0.1:8123"``.
+        url: The base URL, for example `"http://127.0.0.1:8123"`.
         thread: The daemon thread running uvicorn.
     """
 
@@ -136,13 +136,13 @@ class ServerHandle:
         """Stop the server gracefully and free its port.
 
         The server stops accepting connections at once.  Open requests get
-        about half of ``timeout`` to finish; then uvicorn cancels them and runs
+        about half of `timeout` to finish; then uvicorn cancels them and runs
         the app's lifespan shutdown.  If the thread has not ended after
-        ``timeout`` (say the lifespan shutdown hangs), the server is cancelled
-        and gets one more second at most; after that ``stop`` returns anyway,
+        `timeout` (say the lifespan shutdown hangs), the server is cancelled
+        and gets one more second at most; after that `stop` returns anyway,
         leaving the daemon thread to end on its own (blocking code in a
         request cannot be interrupted).  The listening socket is closed in
-        every case, so the port is free afterwards.  Calling ``stop`` again
+        every case, so the port is free afterwards.  Calling `stop` again
         does nothing.
 
         Args:
@@ -192,35 +192,35 @@ def serve_in_thread(
     timeout: float = 10.0,
     log_level: str = "warning",
 ) -> ServerHandle:
-    """Serve ``app`` with uvicorn in a daemon thread and return once it accepts connections.
+    """Serve `app` with uvicorn in a daemon thread and return once it accepts connections.
 
     The listening socket is bound here, before the thread starts, so
-    ``port=None`` picks a free port without a race and a port taken by another
+    `port=None` picks a free port without a race and a port taken by another
     program fails at once.  The app's lifespan startup runs before this
-    function returns and its shutdown runs on :meth:`ServerHandle.stop`.
+    function returns and its shutdown runs on `ServerHandle.stop`.
 
-    Starting again on a ``(host, port)`` this process already serves through
-    ``serve_in_thread`` stops the old server first and prints a one-line
+    Starting again on a `(host, port)` this process already serves through
+    `serve_in_thread` stops the old server first and prints a one-line
     note saying so, so re-running a notebook cell is harmless.  Servers
     still running when Python exits are stopped.
 
     Args:
         app: The ASGI application, for example a FastAPI instance.
-        host: The address to listen on; keep ``127.0.0.1`` unless you want
+        host: The address to listen on; keep `127.0.0.1` unless you want
             other machines to reach the server.
-        port: The port to listen on, or ``None`` for any free port.
+        port: The port to listen on, or `None` for any free port.
         timeout: How long to wait for the server to start.
-        log_level: uvicorn's log level; ``"warning"`` keeps request logs out
+        log_level: uvicorn's log level; `"warning"` keeps request logs out
             of notebook cells (access logs are always off).
 
     Returns:
-        A handle with the server's ``url`` and a ``stop()`` method; it is also
+        A handle with the server's `url` and a `stop()` method; it is also
         a context manager.
 
     Raises:
         ServerStartError: if the port is taken by another program, the app's
             lifespan startup fails, or the server does not start within
-            ``timeout``.
+            `timeout`.
     """
     _register_atexit()
     if port is not None:
@@ -277,7 +277,7 @@ def serve_in_thread(
 
 
 def running_servers() -> list[ServerHandle]:
-    """Return the servers started by :func:`serve_in_thread` and not stopped yet.
+    """Return the servers started by `serve_in_thread` and not stopped yet.
 
     Returns:
         The handles, oldest first.
@@ -287,7 +287,7 @@ def running_servers() -> list[ServerHandle]:
 
 
 def stop_all(*, timeout: float = 10.0) -> None:
-    """Stop every server started by :func:`serve_in_thread`.
+    """Stop every server started by `serve_in_thread`.
 
     Args:
         timeout: How long to wait for each server to stop gracefully.
@@ -305,7 +305,7 @@ def _register_atexit() -> None:
 
 
 def _listen(host: str, port: int | None) -> socket.socket:
-    """Bind and listen on ``(host, port)``, turning failures into ServerStartError."""
+    """Bind and listen on `(host, port)`, turning failures into ServerStartError."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted sockets only when the
     # listener says TCP, and without it each keep-alive request waits ~40 ms (Nagle).
@@ -343,7 +343,7 @@ def _listen(host: str, port: int | None) -> socket.socket:
 
 
 def _record_lifespan_errors(app: ASGIApp, errors: list[BaseException]) -> ASGIApp:
-    """Wrap ``app`` so an exception in its lifespan is kept for the error message."""
+    """Wrap `app` so an exception in its lifespan is kept for the error message."""
 
     async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -363,7 +363,7 @@ def _wait_until_started(
     lifespan_errors: list[BaseException],
     thread_errors: list[BaseException],
 ) -> None:
-    """Poll until ``server`` accepts connections; raise ServerStartError if it cannot."""
+    """Poll until `server` accepts connections; raise ServerStartError if it cannot."""
     deadline = time.monotonic() + timeout
     while not server.started:
         if not handle.thread.is_alive():

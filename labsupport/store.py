@@ -1,16 +1,16 @@
 """Keep movies, ratings and rebuild-task records, in memory or in SQLite.
 
-Both backends implement :class:`Store` and are thread-safe: the API server calls
+Both backends implement `Store` and are thread-safe: the API server calls
 them from its event-loop thread and from worker threads at the same time.
-Ratings are read back sorted by ``(user_id, movie_id)`` whichever backend holds
+Ratings are read back sorted by `(user_id, movie_id)` whichever backend holds
 them, so the two give identical results for the same writes.
 
 Exceptions raised here:
 
-- :class:`UnknownMovieError` when a rating names a movie that does not exist.
-- :class:`ValueError` for a non-finite score, a task without ``task_id``, or a
-  negative ``limit``/``offset``.
-- :class:`TypeError` for a task record that JSON cannot serialise.
+- `UnknownMovieError` when a rating names a movie that does not exist.
+- `ValueError` for a non-finite score, a task without `task_id`, or a
+  negative `limit`/`offset`.
+- `TypeError` for a task record that JSON cannot serialise.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class UnknownMovieError(LookupError):
 class Store(abc.ABC):
     """The repository interface: movies, ratings and rebuild-task records.
 
-    Use a store as a context manager (``with open_store(path) as store:``) so
+    Use a store as a context manager (`with open_store(path) as store:`) so
     it is closed when the block ends.
     """
 
@@ -65,7 +65,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def add_movies(self, movies: Iterable[tuple[str, int, str]]) -> list[Movie]:
-        """Add many ``(title, year, genre)`` movies at once (one transaction).
+        """Add many `(title, year, genre)` movies at once (one transaction).
 
         Args:
             movies: The movies to add, in the order their ids are assigned.
@@ -76,7 +76,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def get_movie(self, movie_id: int) -> Movie | None:
-        """Return the movie with this id, or ``None`` if there is none.
+        """Return the movie with this id, or `None` if there is none.
 
         Args:
             movie_id: The id to look up.
@@ -84,14 +84,14 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def list_movies(self, limit: int | None = None, offset: int = 0) -> list[Movie]:
-        """Return movies ordered by id, skipping ``offset`` and at most ``limit``.
+        """Return movies ordered by id, skipping `offset` and at most `limit`.
 
         Args:
-            limit: Largest number of movies to return; ``None`` for all.
+            limit: Largest number of movies to return; `None` for all.
             offset: Number of movies to skip first.
 
         Raises:
-            ValueError: If ``limit`` or ``offset`` is negative.
+            ValueError: If `limit` or `offset` is negative.
         """
 
     @abc.abstractmethod
@@ -110,28 +110,28 @@ class Store(abc.ABC):
             score: The score (any finite number; the API checks the range).
 
         Returns:
-            The stored row ``{"user_id", "movie_id", "score"}``, with a whole
-            score as an ``int``.
+            The stored row `{"user_id", "movie_id", "score"}`, with a whole
+            score as an `int`.
 
         Raises:
-            UnknownMovieError: If there is no movie with ``movie_id``.
-            ValueError: If ``score`` is NaN or infinite.
+            UnknownMovieError: If there is no movie with `movie_id`.
+            ValueError: If `score` is NaN or infinite.
         """
 
     @abc.abstractmethod
     def add_ratings(self, ratings: RatingArrays) -> int:
         """Upsert many ratings at once: the fast path for loading a data set.
 
-        A pair ``(user_id, movie_id)`` that is already stored, or that repeats
+        A pair `(user_id, movie_id)` that is already stored, or that repeats
         inside the batch, ends with the last score given.  Unlike
-        :meth:`add_rating`, movie ids are *not* checked against the catalogue
+        `add_rating`, movie ids are *not* checked against the catalogue
         (that would cost a lookup per rating); load the movies first.
 
         Args:
             ratings: The ratings to write.
 
         Returns:
-            The number of rows applied (``len(ratings)``; repeats each count).
+            The number of rows applied (`len(ratings)`; repeats each count).
 
         Raises:
             ValueError: If any score is NaN or infinite; nothing is written.
@@ -139,15 +139,15 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def list_ratings(self) -> list[dict[str, int | float]]:
-        """Return every rating as ``{"user_id", "movie_id", "score"}`` rows.
+        """Return every rating as `{"user_id", "movie_id", "score"}` rows.
 
-        Rows are sorted by ``(user_id, movie_id)``; whole scores are ``int``.
-        For more than a few thousand ratings prefer :meth:`rating_arrays`.
+        Rows are sorted by `(user_id, movie_id)`; whole scores are `int`.
+        For more than a few thousand ratings prefer `rating_arrays`.
         """
 
     @abc.abstractmethod
     def rating_arrays(self) -> RatingArrays:
-        """Return every rating as numpy columns, sorted by ``(user_id, movie_id)``.
+        """Return every rating as numpy columns, sorted by `(user_id, movie_id)`.
 
         The arrays are a consistent snapshot and a copy: later writes do not
         change them.
@@ -171,18 +171,18 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def save_task(self, task: Mapping[str, Any]) -> None:
-        """Insert or replace a task record, keyed by ``task["task_id"]``.
+        """Insert or replace a task record, keyed by `task["task_id"]`.
 
-        Records are stored as JSON, so :meth:`load_tasks` returns plain JSON
+        Records are stored as JSON, so `load_tasks` returns plain JSON
         values (a tuple comes back as a list).  Replacing a record keeps its
         place in the order.
 
         Args:
-            task: A JSON-serialisable mapping with a ``"task_id"`` key.
+            task: A JSON-serialisable mapping with a `"task_id"` key.
 
         Raises:
-            ValueError: If ``task`` has no ``"task_id"``.
-            TypeError: If ``task`` cannot be serialised to JSON.
+            ValueError: If `task` has no `"task_id"`.
+            TypeError: If `task` cannot be serialised to JSON.
         """
 
     @abc.abstractmethod
@@ -206,13 +206,13 @@ class Store(abc.ABC):
 
 
 def open_store(path: str | os.PathLike[str] | None) -> Store:
-    """Open a store: in memory for ``None``, else SQLite at ``path``.
+    """Open a store: in memory for `None`, else SQLite at `path`.
 
     Args:
-        path: A database file (created if missing), ``":memory:"``, or ``None``.
+        path: A database file (created if missing), `":memory:"`, or `None`.
 
     Returns:
-        A :class:`MemoryStore` or a :class:`SQLiteStore`.
+        A `MemoryStore` or a `SQLiteStore`.
     """
     return MemoryStore() if path is None else SQLiteStore(path)
 
@@ -269,7 +269,7 @@ def _pair_key(user_id: int, movie_id: int) -> Hashable:
 
 
 def _pair_keys(users: npt.NDArray[np.int64], movies: npt.NDArray[np.int64]) -> list[Hashable]:
-    """Vectorised :func:`_pair_key`, when the int form fits in int64."""
+    """Vectorised `_pair_key`, when the int form fits in int64."""
     fits = (
         users.size > 0
         and movies.min() >= 0
@@ -296,10 +296,10 @@ class MemoryStore(Store):
     """Keep everything in this process; one re-entrant lock guards it all.
 
     Ratings live in growing numpy columns (capacity doubles, so appends are
-    amortised O(1)) with a dict from ``(user, movie)`` to row index for
-    upserts.  Bulk loads update that dict through ``map``/``zip``, so no Python
-    bytecode runs per rating.  :meth:`close` does nothing; the data stays.
-    Methods are documented on :class:`Store`.
+    amortised O(1)) with a dict from `(user, movie)` to row index for
+    upserts.  Bulk loads update that dict through `map`/`zip`, so no Python
+    bytecode runs per rating.  `close` does nothing; the data stays.
+    Methods are documented on `Store`.
     """
 
     def __init__(self) -> None:
@@ -494,9 +494,9 @@ _RATING_DTYPE = np.dtype([("user_id", np.int64), ("movie_id", np.int64), ("score
 
 
 def _merge_sorted(base: RatingArrays, changed: RatingArrays) -> RatingArrays:
-    """Merge ``changed`` rows into ``base``, both sorted by (user, movie); new scores win.
+    """Merge `changed` rows into `base`, both sorted by (user, movie); new scores win.
 
-    Rows whose (user, movie) pair is in ``base`` get their new score; the
+    Rows whose (user, movie) pair is in `base` get their new score; the
     others are inserted where they keep the order.
     """
     users, movies = base.user_ids, base.movie_ids
@@ -525,13 +525,13 @@ def _merge_sorted(base: RatingArrays, changed: RatingArrays) -> RatingArrays:
 
 
 class SQLiteStore(Store):
-    """Keep everything in one SQLite file (or ``":memory:"``); survives a reopen.
+    """Keep everything in one SQLite file (or `":memory:"`); survives a reopen.
 
     Thread safety is kept simple: one connection, opened with
-    ``check_same_thread=False``, and one lock held for every statement, so
+    `check_same_thread=False`, and one lock held for every statement, so
     calls from different threads take turns.  Each write is its own
     transaction, committed before the method returns.  Methods are documented
-    on :class:`Store`.
+    on `Store`.
 
     Args:
         path: The database file, created with its tables if missing.
@@ -650,8 +650,8 @@ class SQLiteStore(Store):
 
         Turning a million rows into numpy arrays costs about half a second,
         more than the model build itself, so the columns are cached with the
-        ``ratings_version`` they were read at. After a write, only the rows
-        written since (``seq`` greater than the cached version) are read and
+        `ratings_version` they were read at. After a write, only the rows
+        written since (`seq` greater than the cached version) are read and
         merged in; a full re-read happens the first time, or when more than
         5 % of the table changed. The counter lives in the same file, so
         writes from other connections (another server process) are seen

@@ -1,22 +1,22 @@
 """The rebuild service: a task registry, its state machine and the current model.
 
-A rebuild moves through ``queued -> running -> complete | failed``; a task that
+A rebuild moves through `queued -> running -> complete | failed`; a task that
 was queued or running when the service shut down (or crashed) becomes
-``interrupted``. Final states never change again.
+`interrupted`. Final states never change again.
 
 Three rules keep readers safe while a rebuild runs:
 
 * The new model replaces the old one in a single reference assignment, so a
   reader sees the old model or the new one, never half of each. (The seed
   cleared a shared dict and refilled it: a reader in between saw nothing.)
-* A build that raises marks its task ``failed`` and leaves the previous model
+* A build that raises marks its task `failed` and leaves the previous model
   serving.
 * The build runs on its own daemon thread, never on the event loop, and only
   one build runs at a time. Asking for a rebuild while one is already queued
   returns that queued task (coalescing), so at most one build runs and one
   waits, however often clients ask.
 
-All times are Unix timestamps in seconds (``time.time()``).
+All times are Unix timestamps in seconds (`time.time()`).
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ __all__ = [
     "PROCESS_MIN_RATINGS",
     "BuildProcess",
     "RebuildService",
+    "RebuildServiceProtocol",
     "ServiceClosedError",
     "Task",
     "TaskStatus",
@@ -111,7 +112,7 @@ class Task:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Task:
-        """Rebuild a task from :meth:`to_dict` output (unknown keys ignored)."""
+        """Rebuild a task from `to_dict` output (unknown keys ignored)."""
         names = {f.name for f in dataclasses.fields(cls)}
         fields = {k: v for k, v in data.items() if k in names}
         fields["status"] = TaskStatus(fields["status"])
@@ -129,7 +130,7 @@ class Task:
 
 
 class Builder(Protocol):
-    """What :class:`RebuildService` calls to build a model."""
+    """What `RebuildService` calls to build a model."""
 
     def __call__(
         self, ratings: Any, *, version: int, progress: Callable[[float], None]
@@ -151,7 +152,7 @@ def _column_views(buffer: Any, n: int) -> list[npt.NDArray[Any]]:
 def _build_one(
     conn: Connection, shm_name: str, n: int, version: int, options: dict[str, Any]
 ) -> None:
-    """In the child: build one model from shared memory and report over ``conn``."""
+    """In the child: build one model from shared memory and report over `conn`."""
     shm = shared_memory.SharedMemory(name=shm_name)
     try:
         ratings = RatingArrays(*_column_views(shm.buf, n))
@@ -185,9 +186,9 @@ def _copy_in_chunks(dst: Any, src: Any) -> None:
 
 
 def _pack(model: Model) -> tuple[bytes, str, list[int]]:
-    """In the child: pickle ``model`` with its arrays' bytes in a new shared block.
+    """In the child: pickle `model` with its arrays' bytes in a new shared block.
 
-    Pickle protocol 5 hands each array's data to ``buffer_callback`` instead of
+    Pickle protocol 5 hands each array's data to `buffer_callback` instead of
     copying it into the pickle, so the pickle stays a few kB; the arrays (100 MB
     at ML-10M, most of it the rated matrix) travel in shared memory, which the
     parent copies out in chunks and unlinks. Unpickling a 100 MB pickle instead
@@ -246,10 +247,10 @@ def _child_main(conn: Connection) -> None:
 class BuildProcess:
     """One long-lived child process that builds models for this process.
 
-    The child runs at lower priority (``nice`` 10) with BLAS limited to one
+    The child runs at lower priority (`nice` 10) with BLAS limited to one
     thread, so a server in this process keeps answering quickly while it
     works; threads alone cannot promise that, because of the GIL. It is
-    started once (with ``spawn``, which is safe in a process that runs
+    started once (with `spawn`, which is safe in a process that runs
     threads) and reused: starting Python with numpy and scipy costs about a
     second of CPU, and paying that at every rebuild put the start-up, not
     the build, inside the window where requests slowed down. A child that
@@ -258,7 +259,7 @@ class BuildProcess:
     The ratings travel in one block of shared memory rather than pickled
     through the pipe, which would hold the GIL for a fifth of a second at
     ML-10M size. The finished model comes back the same way: a pickle of a
-    few kB through the pipe, its arrays in a shared block (see :func:`_pack`).
+    few kB through the pipe, its arrays in a shared block (see `_pack`).
     Both copies go a few MiB at a time, so the server's thread never waits
     long for the GIL.
     """
@@ -271,7 +272,7 @@ class BuildProcess:
 
     @property
     def pid(self) -> int | None:
-        """The child's process id, or ``None`` when no child is running."""
+        """The child's process id, or `None` when no child is running."""
         return self._proc.pid if self._proc is not None and self._proc.is_alive() else None
 
     def start(self) -> None:
@@ -300,7 +301,7 @@ class BuildProcess:
         progress: Callable[[float], None] | None = None,
         **options: Any,
     ) -> Model:
-        """Build a model in the child and return it (``options`` go to ``build_model``).
+        """Build a model in the child and return it (`options` go to `build_model`).
 
         Raises:
             RuntimeError: the build raised in the child (its message is kept),
@@ -341,7 +342,7 @@ class BuildProcess:
                 raise RuntimeError(value)
 
     def close(self, timeout: float = 2.0) -> None:
-        """Ask the child to stop; kill it if it is still busy after ``timeout`` seconds."""
+        """Ask the child to stop; kill it if it is still busy after `timeout` seconds."""
         acquired = self._lock.acquire(timeout=timeout)
         try:
             if acquired and self._conn is not None:
@@ -372,14 +373,14 @@ class BuildProcess:
 
 
 EXECUTORS = ("auto", "thread", "process")
-"""Where :class:`RebuildService` can run its builds."""
+"""Where `RebuildService` can run its builds."""
 
 PROCESS_MIN_RATINGS = 100_000
-"""From this many ratings, ``executor="auto"`` builds in a :class:`BuildProcess`.
+"""From this many ratings, `executor="auto"` builds in a `BuildProcess`.
 
 Below it a build takes milliseconds (ml-100k: about 50 ms), less than the
 round trip to a child process; above it, a build in a thread holds the GIL
-and a core long enough to slow requests down (see ``benchmarks/``).
+and a core long enough to slow requests down (see `benchmarks/`).
 """
 
 
@@ -392,10 +393,10 @@ def build_where(
     progress: Callable[[float], None],
     **options: Any,
 ) -> Model:
-    """Build a model where ``executor`` says: in ``worker``, or in this thread.
+    """Build a model where `executor` says: in `worker`, or in this thread.
 
-    ``"process"`` always uses the build process, ``"auto"`` from
-    :data:`PROCESS_MIN_RATINGS` ratings; otherwise (or without a ``worker``)
+    `"process"` always uses the build process, `"auto"` from
+    `PROCESS_MIN_RATINGS` ratings; otherwise (or without a `worker`)
     the build runs in the calling thread with one BLAS thread, so the other
     core stays free for requests (measured at ML-1M: p99 during a build 3.5x
     -> 2.3x idle, throughput 57 % -> 72 % of idle).
@@ -407,11 +408,11 @@ def build_where(
 
 
 class ServiceClosedError(RuntimeError):
-    """Raised by :meth:`RebuildService.request` once shutdown has begun."""
+    """Raised by `RebuildService.request` once shutdown has begun."""
 
 
 def counter_ids(prefix: str = "task-") -> Callable[[], str]:
-    """Return a factory of readable, deterministic task ids: ``task-1``, ``task-2``...
+    """Return a factory of readable, deterministic task ids: `task-1`, `task-2`...
 
     Notebooks use it so printed ids are the same on every run; the default
     factory makes random UUIDs, which is what a real service wants.
@@ -424,6 +425,55 @@ def _uuid_id() -> str:
     return str(uuid.uuid4())
 
 
+class RebuildServiceProtocol(Protocol):
+    """What the API and the command line need from a rebuild service.
+
+    `RebuildService` (this process) and
+    `labsupport.scaleout.service.RedisRebuildService` (several processes over
+    Redis) both provide it; code typed against it runs on either.
+    """
+
+    store: Store
+
+    @property
+    def model(self) -> Model | None:
+        """The serving model, or `None` before the first build."""
+
+    @property
+    def accepting(self) -> bool:
+        """Whether new rebuilds are accepted (false once `close` ran)."""
+
+    def get(self, task_id: str) -> Task | None:
+        """The task with this id, or `None` when there is none."""
+
+    def tasks(self) -> list[Task]:
+        """Every task this service knows, oldest first."""
+
+    def ratings_since_build(self) -> int:
+        """How many ratings arrived since the serving model was built."""
+
+    def request(self, idempotency_key: str | None = None) -> tuple[Task, bool]:
+        """Queue a rebuild or join the one queued; return it and whether it is new."""
+
+    def reuses(self, idempotency_key: str | None = None) -> bool:
+        """Whether `request` with this key would return an existing task."""
+
+    def start(self, task_id: str) -> threading.Thread | None:
+        """Run a queued task's build in the background."""
+
+    def rebuild_now(self) -> Task:
+        """Build at once and wait for the result (for scripts and start-up)."""
+
+    def close(self) -> None:
+        """Refuse new rebuilds from now on."""
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until no build runs here; return whether that happened in time."""
+
+    def shutdown(self, grace: float = 5.0) -> list[Task]:
+        """Stop: wait up to `grace` seconds, then mark unfinished tasks interrupted."""
+
+
 class RebuildService:
     """Own the current model and the rebuild tasks that replace it.
 
@@ -431,25 +481,25 @@ class RebuildService:
         store: where ratings are read from and task records are kept. With a
             SQLite store the task table survives a restart; tasks that were
             queued or running in the previous process come back
-            ``interrupted``.
+            `interrupted`.
         build: the model builder; defaults to
-            :func:`labsupport.recommender.build_model` with ``build_options``.
-        build_options: keyword arguments for the default builder (``rank``...).
+            `labsupport.recommender.build_model` with `build_options`.
+        build_options: keyword arguments for the default builder (`rank`...).
         build_delay: extra seconds each build takes, spent in small steps
-            that advance ``progress``. A teaching knob: it makes the
-            ``running`` state long enough to see on a small catalogue.
-        executor: where the default builder runs: ``"thread"`` (a daemon
+            that advance `progress`. A teaching knob: it makes the
+            `running` state long enough to see on a small catalogue.
+        executor: where the default builder runs: `"thread"` (a daemon
             thread in this process: no start-up cost, but it competes with
-            request handling for the GIL and the cores), ``"process"`` (a
-            :class:`BuildProcess`: a long-lived child at low priority with
+            request handling for the GIL and the cores), `"process"` (a
+            `BuildProcess`: a long-lived child at low priority with
             one BLAS thread, which keeps request latency flat on big data;
-            started with the service) or ``"auto"`` (the default: a thread
-            below :data:`PROCESS_MIN_RATINGS` ratings, where a build takes
+            started with the service) or `"auto"` (the default: a thread
+            below `PROCESS_MIN_RATINGS` ratings, where a build takes
             a few milliseconds, the child process from there on).
-        idempotency_ttl: how long an ``Idempotency-Key`` keeps returning the
+        idempotency_ttl: how long an `Idempotency-Key` keeps returning the
             same task, in seconds.
         task_id_factory: makes task ids; random UUIDs by default.
-        clock: the time source (``time.time``).
+        clock: the time source (`time.time`).
     """
 
     def __init__(
@@ -503,7 +553,7 @@ class RebuildService:
 
     @property
     def model(self) -> Model | None:
-        """The model currently serving (``None`` before the first build)."""
+        """The model currently serving (`None` before the first build)."""
         return self._model
 
     @property
@@ -512,7 +562,7 @@ class RebuildService:
         return self._accepting
 
     def get(self, task_id: str) -> Task | None:
-        """Return the latest snapshot of a task, or ``None`` if unknown."""
+        """Return the latest snapshot of a task, or `None` if unknown."""
         with self._lock:
             return self._tasks.get(task_id)
 
@@ -530,10 +580,10 @@ class RebuildService:
     def request(self, idempotency_key: str | None = None) -> tuple[Task, bool]:
         """Ask for a rebuild; return the task that will do it and whether it is new.
 
-        A key seen within ``idempotency_ttl`` returns the task it created,
+        A key seen within `idempotency_ttl` returns the task it created,
         whatever that task's state. Without a key (or with a new one), a task
         that is still queued is returned instead of stacking a second one.
-        Only a new task (``True``) needs :meth:`start` to be called.
+        Only a new task (`True`) needs `start` to be called.
 
         Raises:
             ServiceClosedError: shutdown has begun; ask again after a restart.
@@ -562,9 +612,9 @@ class RebuildService:
             return task, True
 
     def reuses(self, idempotency_key: str | None = None) -> bool:
-        """Say whether :meth:`request` would return a task that exists already.
+        """Say whether `request` would return a task that exists already.
 
-        It would for a key seen within ``idempotency_ttl`` (a replay) and
+        It would for a key seen within `idempotency_ttl` (a replay) and
         whenever a task is queued (the request joins it): such requests start
         no build, so a rate limit need not count them.
         """
@@ -578,14 +628,14 @@ class RebuildService:
     def start(self, task_id: str) -> threading.Thread:
         """Start a queued task's build on a worker thread and return at once.
 
-        This is what the API hands to FastAPI's ``BackgroundTasks``, so it
+        This is what the API hands to FastAPI's `BackgroundTasks`, so it
         runs after the 202 response has gone out. The numpy work runs on a
         daemon thread owned by this service, never on the event loop, and a
         slow build can neither delay the server's shutdown nor keep the
-        process alive at exit (:meth:`shutdown` decides what becomes of it).
+        process alive at exit (`shutdown` decides what becomes of it).
 
         Returns:
-            The worker thread (join it to wait; or use :meth:`wait`).
+            The worker thread (join it to wait; or use `wait`).
         """
         worker = threading.Thread(
             target=self._execute, args=(task_id,), name=f"rebuild-{task_id}", daemon=True
@@ -609,7 +659,7 @@ class RebuildService:
         return final
 
     def wait(self, task_id: str, timeout: float | None = None) -> Task:
-        """Block until a task reaches a final state (or ``timeout`` seconds pass)."""
+        """Block until a task reaches a final state (or `timeout` seconds pass)."""
         with self._changed:
             self._changed.wait_for(lambda: self._tasks[task_id].done, timeout)
             return self._tasks[task_id]
@@ -620,8 +670,8 @@ class RebuildService:
         """Refuse new rebuilds from now on; builds already running carry on.
 
         A server calls this the moment it is asked to stop, then keeps
-        answering (new rebuilds get 503) while :meth:`wait_idle` lets a
-        running build finish, and finally calls :meth:`shutdown`.
+        answering (new rebuilds get 503) while `wait_idle` lets a
+        running build finish, and finally calls `shutdown`.
         """
         with self._changed:
             if self._accepting:
@@ -630,7 +680,7 @@ class RebuildService:
                 self._changed.notify_all()
 
     def wait_idle(self, timeout: float | None = None) -> bool:
-        """Wait until no task is running (or ``timeout`` seconds pass); return whether idle."""
+        """Wait until no task is running (or `timeout` seconds pass); return whether idle."""
         with self._changed:
             return self._changed.wait_for(self._idle, timeout)
 
@@ -638,13 +688,13 @@ class RebuildService:
         return all(t.status is not TaskStatus.RUNNING for t in self._tasks.values())
 
     def shutdown(self, grace: float = 5.0) -> list[Task]:
-        """Refuse new rebuilds, wait up to ``grace`` seconds, interrupt the rest.
+        """Refuse new rebuilds, wait up to `grace` seconds, interrupt the rest.
 
-        The grace period counts from :meth:`close` when that was called
+        The grace period counts from `close` when that was called
         earlier, so a server that drained first does not wait twice.
 
         Returns:
-            The tasks marked ``interrupted``. A build still running finishes
+            The tasks marked `interrupted`. A build still running finishes
             on its daemon thread (or dies with the process) and is discarded:
             a final state is never overwritten.
         """
@@ -709,7 +759,7 @@ class RebuildService:
             self._finish(task_id, model=model, ratings_version=ratings_version)
 
     def _pause(self, task_id: str, steps: int = 10) -> None:
-        """Spend ``build_delay`` seconds (the teaching knob), moving progress to 0.5."""
+        """Spend `build_delay` seconds (the teaching knob), moving progress to 0.5."""
         if self.build_delay <= 0:
             return
         for i in range(1, steps + 1):

@@ -36,10 +36,10 @@ from benchmarks._common import (  # noqa: E402
 )
 from benchmarks._serve import FirstThenBuild  # noqa: E402
 from benchmarks._wrk import WrkMissingError, lua_script, require_wrk  # noqa: E402
-from labsupport.checks import CheckFailed  # noqa: E402
-from labsupport.checks import scaling as checks  # noqa: E402
+from labsupport.classroom.checks import CheckFailed  # noqa: E402
+from labsupport.classroom.checks import scaling as checks  # noqa: E402
+from labsupport.classroom.plots import scaling as figs  # noqa: E402
 from labsupport.data import split_per_user, synthetic_ratings  # noqa: E402
-from labsupport.plots import scaling as figs  # noqa: E402
 from labsupport.recommender import build_model, precision_recall_at_k  # noqa: E402
 
 TINY = (60, 40, 900)  # users, movies, ratings
@@ -47,7 +47,7 @@ TINY = (60, 40, 900)  # users, movies, ratings
 
 @pytest.fixture(scope="module")
 def results() -> dict[str, Any]:
-    return figs.load_results()
+    return figs.load_results(RESULTS_PATH)
 
 
 @pytest.fixture
@@ -296,10 +296,11 @@ def test_notebook_answers_pass_their_checks(results: dict[str, Any]) -> None:
     import numpy as np
 
     from labsupport.data import SHAPES
-    from labsupport.workbook import notebook_parameters
+    from tools.workbook import notebook_parameters
 
     params = notebook_parameters(ROOT / "notebooks" / "07_scaling.ipynb")
-    assert params["RESULTS_FILE"] is None and params["FOCUS"] in SHAPES
+    assert params["RESULTS_FILE"] == "../benchmarks/results/latest.json"
+    assert params["FOCUS"] in SHAPES
     table = figs.build_table(results)
     at = table[table["shape"] == params["FOCUS"]].set_index("design")["seconds"]
     checks.check_speedup(float(at["seed"] / at["sparse"]), results)

@@ -46,7 +46,7 @@ from browser_support import (
     write_notebook,
 )
 
-from labsupport.workbook import notebook_paths
+from tools.workbook import notebook_paths
 
 sync_api = pytest.importorskip(
     "playwright.sync_api", reason="Playwright for Python is not installed (the 'test' extra)"

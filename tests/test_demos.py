@@ -1,4 +1,4 @@
-"""Unit tests for labsupport.demos: the demo apps, the build log and the load recorder."""
+"""Unit tests for labsupport.classroom.demos: the demo apps, the build log and the load recorder."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from labsupport import demos
+from labsupport.classroom import demos
 from labsupport.data import demo_ratings
 from labsupport.server import serve_in_thread
 

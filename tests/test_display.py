@@ -17,23 +17,21 @@ import pytest
 from fastapi.testclient import TestClient
 from IPython.lib.pretty import pretty
 
-from labsupport import display
 from labsupport.api import create_app
-from labsupport.data import catalogue_movies, demo_ratings
-from labsupport.display import (
+from labsupport.classroom import display
+from labsupport.classroom.display import (
     ProgressBar,
     Recommendations,
-    about_seconds,
-    html_table,
     progress_bar,
     recommendation_table,
-    text_table,
 )
+from labsupport.data import catalogue_movies, demo_ratings
 from labsupport.recommender import Model, build_model, recommend
 from labsupport.retry import TaskFailedError, poll_task
 from labsupport.store import MemoryStore
+from labsupport.tables import about_seconds, html_table, text_table
 from labsupport.tasks import counter_ids
-from labsupport.workbook import execute_notebook
+from tools.workbook import execute_notebook
 
 HOSTILE = "<script>alert('x')</script> & Co"
 
@@ -255,7 +253,7 @@ def test_in_a_notebook_the_bar_is_a_widget_with_a_stable_text_form(tmp_path: Pat
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
     path = tmp_path / "bar.ipynb"
     nbformat.write(nb, path)
-    from labsupport.workbook import run_cells
+    from tools.workbook import run_cells
 
     live = nbformat.read(path, as_version=4)
     run_cells(live, tmp_path)
@@ -274,7 +272,7 @@ def test_in_a_notebook_the_bar_is_a_widget_with_a_stable_text_form(tmp_path: Pat
 
 def test_importing_display_does_not_import_tqdm() -> None:
     code = (
-        "import sys, labsupport.display, labsupport.retry;"
+        "import sys, labsupport.classroom.display, labsupport.retry;"
         "print('tqdm' in sys.modules, 'IPython' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

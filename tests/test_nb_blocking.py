@@ -23,20 +23,20 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 
-from labsupport import demos
 from labsupport.api import create_app
-from labsupport.checks import CheckFailed
-from labsupport.checks.blocking import (
+from labsupport.classroom import demos
+from labsupport.classroom.checks import CheckFailed
+from labsupport.classroom.checks.blocking import (
     check_cold_recommendations,
     check_first_server,
     check_latency_table,
     check_offloaded,
     check_prediction,
 )
+from labsupport.classroom.plots.timeline import request_gantt
 from labsupport.data import synthetic_ratings
-from labsupport.plots.timeline import request_gantt
 from labsupport.server import running_servers, serve_in_thread
-from labsupport.workbook import notebook_parameters
+from tools.workbook import notebook_parameters
 
 NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
 NB01 = notebook_parameters(NOTEBOOKS / "01_blocking_vs_async.ipynb")

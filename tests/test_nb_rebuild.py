@@ -20,23 +20,23 @@ from fastapi import BackgroundTasks, FastAPI, HTTPException
 from fastapi.testclient import TestClient
 
 from labsupport.api import create_app
-from labsupport.checks import CheckFailed
-from labsupport.checks.rebuild import (
+from labsupport.classroom.checks import CheckFailed
+from labsupport.classroom.checks.rebuild import (
     check_hand_polling,
     check_idempotent_retry,
     check_new_user_recommendations,
     check_refuses_without_ratings,
     check_success_criteria,
 )
+from labsupport.classroom.pitfalls import TaskBoard, blocking_app, early_error_app, seed_style_app
+from labsupport.classroom.plots.states import distinct_states, score_heatmaps, state_timeline
 from labsupport.data import catalogue_movies, demo_ratings
-from labsupport.pitfalls import TaskBoard, blocking_app, early_error_app, seed_style_app
-from labsupport.plots.states import distinct_states, score_heatmaps, state_timeline
 from labsupport.recommender import score_matrix
 from labsupport.retry import poll_task
 from labsupport.server import serve_in_thread
 from labsupport.store import MemoryStore, Store
 from labsupport.tasks import RebuildService, counter_ids
-from labsupport.workbook import notebook_parameters
+from tools.workbook import notebook_parameters
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after choosing the backend

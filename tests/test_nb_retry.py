@@ -21,10 +21,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from labsupport import api, data, retry, store, tasks
-from labsupport.checks import CheckFailed
-from labsupport.checks import retry as checks
-from labsupport.plots import backoff as plots
-from labsupport.workbook import notebook_parameters
+from labsupport.classroom.checks import CheckFailed
+from labsupport.classroom.checks import retry as checks
+from labsupport.classroom.plots import backoff as plots
+from tools.workbook import notebook_parameters
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt

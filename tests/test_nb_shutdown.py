@@ -20,16 +20,16 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from labsupport.api import create_app
-from labsupport.checks import CheckFailed
-from labsupport.checks import exercise3 as ex3
-from labsupport.checks import shutdown as sd
+from labsupport.classroom.checks import CheckFailed
+from labsupport.classroom.checks import exercise3 as ex3
+from labsupport.classroom.checks import shutdown as sd
 from labsupport.data import catalogue_movies, demo_ratings
 from labsupport.recommender import Model, build_model
 from labsupport.retry import TaskFailedError, poll_task
 from labsupport.server import serve_in_thread
 from labsupport.store import MemoryStore, SQLiteStore, Store
 from labsupport.tasks import RebuildService, TaskStatus, counter_ids
-from labsupport.workbook import notebook_parameters
+from tools.workbook import notebook_parameters
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 P05 = notebook_parameters(NOTEBOOKS / "05_shutdown_and_persistence.ipynb")

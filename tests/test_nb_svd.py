@@ -26,10 +26,10 @@ from matplotlib.figure import Figure
 
 from labsupport import RatingArrays, data
 from labsupport import recommender as rec
-from labsupport.checks import CheckFailed
-from labsupport.checks import svd as checks
-from labsupport.plots import matrices
-from labsupport.workbook import notebook_parameters
+from labsupport.classroom.checks import CheckFailed
+from labsupport.classroom.checks import svd as checks
+from labsupport.classroom.plots import matrices
+from tools.workbook import notebook_parameters
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "02_svd_recommender.ipynb"
 

@@ -16,12 +16,12 @@ import pytest
 from conftest import free_port
 from fastapi.testclient import TestClient
 
-from labsupport import rediscache
 from labsupport.api import create_app
 from labsupport.errors import LabError
 from labsupport.recommender import Model, build_model
-from labsupport.redisbackend import RedisTaskRegistry, RedisUnavailableError, connect_redis
-from labsupport.redisservice import RedisRebuildService
+from labsupport.scaleout import cache as rediscache
+from labsupport.scaleout.registry import RedisTaskRegistry, RedisUnavailableError, connect_redis
+from labsupport.scaleout.service import RedisRebuildService
 from labsupport.store import MemoryStore
 from labsupport.tasks import ServiceClosedError, TaskStatus
 

@@ -1,4 +1,4 @@
-"""Tests of labsupport.rediscache: the fallback always, a real Redis when one can be started."""
+"""Tests of labsupport.scaleout.cache: the fallback always, a real Redis when one can be started."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from conftest import free_port
 
-from labsupport import rediscache
 from labsupport.data import demo_ratings
 from labsupport.recommender import Model, build_model, recommend
-from labsupport.rediscache import MemoryCache, RedisCache, model_from_bytes, model_to_bytes
+from labsupport.scaleout import cache as rediscache
+from labsupport.scaleout.cache import MemoryCache, RedisCache, model_from_bytes, model_to_bytes
 
 
 def _build(version: int) -> Model:

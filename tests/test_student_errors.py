@@ -20,13 +20,13 @@ import pytest
 from conftest import free_port
 from fastapi import FastAPI
 
-from labsupport.checks import CheckFailed, require
+from labsupport.classroom.checks import CheckFailed, require
+from labsupport.classroom.need import NotDefinedYetError, need
 from labsupport.data import MovieLensNotFoundError, load_movielens, load_movielens_fold
 from labsupport.errors import LabError
-from labsupport.rediscache import MemoryCache, RedisCache, RedisUnavailableError, connect
 from labsupport.retry import TaskFailedError, poll_task
+from labsupport.scaleout.cache import MemoryCache, RedisCache, RedisUnavailableError, connect
 from labsupport.server import ServerStartError, running_servers, serve_in_thread, stop_all
-from labsupport.workbook import NotDefinedYetError, need
 
 HOST = "127.0.0.1"
 
@@ -254,10 +254,11 @@ def test_a_failed_check_is_a_lab_error_and_still_an_assertion() -> None:
 # --- what IPython shows --------------------------------------------------------------------
 
 KERNEL_CELLS = {
-    "NotDefinedYetError": "from labsupport.workbook import need\nneed('http')",
+    "NotDefinedYetError": "from labsupport.classroom import need\nneed('http')",
     "MovieLensNotFoundError": "from labsupport.data import load_movielens\n"
     "load_movielens('no-such-folder')",
-    "CheckFailed": "from labsupport.checks import require\nrequire(False, 'look at the status')",
+    "CheckFailed": "from labsupport.classroom.checks import require\n"
+    "require(False, 'look at the status')",
     "TaskFailedError": "import httpx\nfrom labsupport.retry import poll_task\n"
     "poll_task(lambda: httpx.Response(200, json={'task_id': 't', 'status': 'failed'}))",
     "ServerStartError": "import socket\nfrom fastapi import FastAPI\n"

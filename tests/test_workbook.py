@@ -7,7 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from labsupport.workbook import (
+from tools.workbook import (
     SOLUTION_STUB,
     notebook_parameters,
     notebook_paths,

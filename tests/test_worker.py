@@ -21,7 +21,7 @@ import httpx
 import pytest
 from conftest import free_port, serve_command, stop_process, wait_healthy
 
-from labsupport.redisbackend import connect_redis
+from labsupport.scaleout.registry import connect_redis
 
 LEASE_TTL = 2.0  # seconds: how long a dead worker's task may still read "running"
 B_BUILD_DELAY = 6.0  # seconds added to each build queued through server B
@@ -277,7 +277,7 @@ def _processes_using(db: Path, command: str) -> list[int]:
 def test_rq_job_states_tell_whether_a_queued_task_can_still_run(fresh_redis_url: str) -> None:
     from rq.job import JobStatus
 
-    from labsupport.worker import RQJobQueue
+    from labsupport.scaleout.rq import RQJobQueue
 
     client = connect_redis(fresh_redis_url)
     try:

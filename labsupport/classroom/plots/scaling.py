@@ -1,11 +1,11 @@
 """Figures and tables for notebook 07: what a rebuild costs as the data grows.
 
 Everything here reads the committed benchmark results
-(``benchmarks/results/latest.json``, written by ``make bench``), never
+(`benchmarks/results/latest.json`, written by `make bench`), never
 measures anything itself, so a notebook cell shows the same numbers on every
-run. Every figure function returns a new :class:`~matplotlib.figure.Figure`
+run. Every figure function returns a new `Figure`
 and leaves matplotlib's global settings alone (the notebook's Setup calls
-:func:`labsupport.plots.use_style`). Times are in seconds, memory in MiB.
+`labsupport.classroom.plots.use_style`). Times are in seconds, memory in MiB.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from labsupport.plots import PALETTE
+from labsupport.classroom.plots import PALETTE
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DESIGN_COLOURS",
-    "RESULTS_FILE",
     "VARIANT_COLOURS",
     "build_table",
     "latency_figure",
@@ -34,15 +33,12 @@ __all__ = [
     "rebuild_figure",
 ]
 
-RESULTS_FILE = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "latest.json"
-"""Where ``make bench`` writes its results, in a checkout of the workbook."""
-
 DESIGN_COLOURS: dict[str, str] = {
     "sparse": PALETTE[0],  # blue: the package's build_model
     "sparse-1blas": PALETTE[5],  # sky blue: the same, one BLAS thread
     "seed": PALETTE[3],  # vermilion: the seed's dense, full-rank design
 }
-"""One colour per build design in the ``rebuild`` section."""
+"""One colour per build design in the `rebuild` section."""
 
 VARIANT_COLOURS: dict[str, str] = {
     "thread": PALETTE[0],
@@ -50,7 +46,7 @@ VARIANT_COLOURS: dict[str, str] = {
     "seed-sync": PALETTE[1],
     "seed-async": PALETTE[3],
 }
-"""One colour per serving variant in the ``responsiveness`` section."""
+"""One colour per serving variant in the `responsiveness` section."""
 
 _DESIGN_LABELS = {
     "sparse": "build_model (sparse, truncated SVD)",
@@ -65,21 +61,22 @@ _VARIANT_LABELS = {
 }
 
 
-def load_results(path: str | Path | None = None) -> dict[str, Any]:
+def load_results(path: str | Path) -> dict[str, Any]:
     """Read a benchmark results file.
 
     Args:
-        path: The JSON file; ``None`` reads :data:`RESULTS_FILE`.
+        path: The JSON file `python -m benchmarks` wrote (in a checkout,
+            `benchmarks/results/latest.json`).
 
     Returns:
-        The parsed results: ``machine`` facts and one entry per section
-        under ``sections``.
+        The parsed results: `machine` facts and one entry per section
+        under `sections`.
 
     Raises:
         FileNotFoundError: when the file is missing (the message says how to
             make it).
     """
-    file = Path(path) if path is not None else RESULTS_FILE
+    file = Path(path)
     if not file.is_file():
         msg = (
             f"no benchmark results at {file}: run `make bench` (or `python -m benchmarks`) "
@@ -100,10 +97,10 @@ def _section(results: Mapping[str, Any], name: str) -> dict[str, Any]:
 
 
 def build_table(results: Mapping[str, Any]) -> pd.DataFrame:
-    """Return the ``rebuild`` rows as a table: one row per shape and design.
+    """Return the `rebuild` rows as a table: one row per shape and design.
 
-    Columns: ``shape``, ``design``, ``ratings``, ``seconds`` (median build
-    time), ``peak_mib`` (peak resident memory of the build's process).
+    Columns: `shape`, `design`, `ratings`, `seconds` (median build
+    time), `peak_mib` (peak resident memory of the build's process).
     """
     import pandas as pd
 
@@ -125,7 +122,7 @@ def rebuild_figure(results: Mapping[str, Any]) -> Figure:
 
     One line per design; the seed's design only exists where it fits in
     memory. The dotted line in the memory panel is what the seed's dense
-    matrix alone would need (``users x movies x 8`` bytes) at every shape.
+    matrix alone would need (`users x movies x 8` bytes) at every shape.
     """
     import matplotlib.pyplot as plt
 
@@ -155,7 +152,7 @@ def rebuild_figure(results: Mapping[str, Any]) -> Figure:
 
 
 def _dense_matrix_mib(shapes: list[str]) -> list[tuple[int, float]]:
-    """Return ``(ratings, MiB)`` of a dense float64 users x movies matrix per shape."""
+    """Return `(ratings, MiB)` of a dense float64 users x movies matrix per shape."""
     from labsupport.data import SHAPES
 
     points = []
@@ -167,11 +164,11 @@ def _dense_matrix_mib(shapes: list[str]) -> list[tuple[int, float]]:
 
 
 def latency_table(results: Mapping[str, Any]) -> pd.DataFrame:
-    """Return the ``responsiveness`` rows: idle and during-rebuild latency per variant.
+    """Return the `responsiveness` rows: idle and during-rebuild latency per variant.
 
-    Columns: ``shape``, ``variant``, ``idle_p99_ms``, ``build_p99_ms``,
-    ``p99_x_idle``, ``idle_rps``, ``build_rps``, ``rps_share``; latencies
-    are ``NaN`` when no request completed during the rebuild.
+    Columns: `shape`, `variant`, `idle_p99_ms`, `build_p99_ms`,
+    `p99_x_idle`, `idle_rps`, `build_rps`, `rps_share`; latencies
+    are `NaN` when no request completed during the rebuild.
     """
     import pandas as pd
 
@@ -252,7 +249,7 @@ def latency_figure(results: Mapping[str, Any]) -> Figure:
 
 
 def quality_table(results: Mapping[str, Any]) -> pd.DataFrame:
-    """Return the ``quality`` rows: ranking metrics at 10 and RMSE per data set and method."""
+    """Return the `quality` rows: ranking metrics at 10 and RMSE per data set and method."""
     import pandas as pd
 
     def num(value: Any) -> float:

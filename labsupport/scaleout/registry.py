@@ -1,58 +1,58 @@
 """Rebuild tasks, idempotency keys and the serving model in Redis, shared by processes.
 
-:class:`~labsupport.tasks.RebuildService` keeps its tasks and its model in one
+`RebuildService` keeps its tasks and its model in one
 process. Start two API servers and each has its own: a task made through one
 is unknown to the other, and each must build its own model. This module keeps
-all of that in one Redis server instead; :class:`RedisTaskRegistry` is the
-storage, :class:`~labsupport.redisservice.RedisRebuildService` the service the
-API uses, and :mod:`labsupport.worker` the RQ worker that can do the builds.
+all of that in one Redis server instead; `RedisTaskRegistry` is the
+storage, `RedisRebuildService` the service the
+API uses, and `labsupport.scaleout.rq` the RQ worker that can do the builds.
 
-Keys (``prefix`` defaults to ``"labsupport"``; the model keys are the ones
-:mod:`labsupport.rediscache` reads, so its ``load_model()`` sees the same model):
+Keys (`prefix` defaults to `"labsupport"`; the model keys are the ones
+`labsupport.scaleout.cache` reads, so its `load_model()` sees the same model):
 
 =================================  ===================================================
-``<prefix>:rebuild:<task_id>``     one task, a hash; expires ``task_ttl`` after it ends
-``<prefix>:rebuilds``              every task id, scored by when it was queued
-``<prefix>:queued``                the id of the one task waiting to run, if any
-``<prefix>:building``              the id of the one task running, if any
-``<prefix>:lease:<task_id>``       who is working on the task; expires without heartbeats
-``<prefix>:idem:<sha256 of key>``  the task an ``Idempotency-Key`` made (``idempotency_ttl``)
-``<prefix>:model:<version>``       one model's bytes (``rediscache.model_to_bytes``: no pickle)
-``<prefix>:model:current``         the serving version; moved in the same step that completes
-``<prefix>:model:ratings``         the ratings counter the serving model was built from
-``<prefix>:model:last``            the highest version ever published
+`<prefix>:rebuild:<task_id>`     one task, a hash; expires `task_ttl` after it ends
+`<prefix>:rebuilds`              every task id, scored by when it was queued
+`<prefix>:queued`                the id of the one task waiting to run, if any
+`<prefix>:building`              the id of the one task running, if any
+`<prefix>:lease:<task_id>`       who is working on the task; expires without heartbeats
+`<prefix>:idem:<sha256 of key>`  the task an `Idempotency-Key` made (`idempotency_ttl`)
+`<prefix>:model:<version>`       one model's bytes (`rediscache.model_to_bytes`: no pickle)
+`<prefix>:model:current`         the serving version; moved in the same step that completes
+`<prefix>:model:ratings`         the ratings counter the serving model was built from
+`<prefix>:model:last`            the highest version ever published
 =================================  ===================================================
 
 Why it is safe with many processes:
 
 * **Every change of state is one Lua script**, which Redis runs with nothing
   else in between. Each script checks the state it expects first (a
-  compare-and-set), so a task only moves forward (``queued -> running ->
-  complete | failed | interrupted``) and a final state never changes. The
+  compare-and-set), so a task only moves forward (`queued -> running ->
+  complete | failed | interrupted`) and a final state never changes. The
   idempotency key is looked up and bound in the same script that creates the
-  task, which is ``SET NX`` done right: 50 concurrent requests with one key
+  task, which is `SET NX` done right: 50 concurrent requests with one key
   make one task.
-* **At most one build runs, and one waits.** ``<prefix>:queued`` names the one
+* **At most one build runs, and one waits.** `<prefix>:queued` names the one
   waiting task (new requests join it); a task may start only when no other
-  task is ``running``.
+  task is `running`.
 * **Publishing is one step.** A finished build first writes its model bytes to
   a temporary key; one script then checks the task is still running and
-  still held by this builder, renames the bytes to ``model:<version>``, moves
-  ``model:current``, gives the previous version ``old_model_ttl`` seconds to
+  still held by this builder, renames the bytes to `model:<version>`, moves
+  `model:current`, gives the previous version `old_model_ttl` seconds to
   live (a reader may have just read the old pointer) and marks the task
-  ``complete``. A build that failed, or lost its lease, publishes nothing: the
+  `complete`. A build that failed, or lost its lease, publishes nothing: the
   previous model keeps serving.
 * **Nothing stays running without a build behind it.** Whoever works on an
-  unfinished task holds its *lease*, a key that expires ``lease_ttl`` seconds
+  unfinished task holds its *lease*, a key that expires `lease_ttl` seconds
   after its last heartbeat. When the holder dies (an API process or an RQ
   worker killed with SIGKILL), the lease lapses and the next reader of the task
-  settles it: ``interrupted`` if an API process owned it (as with SQLite after
-  a crash), ``failed`` if an RQ worker did (RQ's own verdict for an abandoned
+  settles it: `interrupted` if an API process owned it (as with SQLite after
+  a crash), `failed` if an RQ worker did (RQ's own verdict for an abandoned
   job). A task waiting in RQ's queue needs no lease: the queue keeps it, and
   the reader asks RQ whether its job still exists.
 
 The scripts build key names from the prefix, so this needs one Redis server,
-not a Redis Cluster. All times are in seconds; timestamps are ``time.time()``.
+not a Redis Cluster. All times are in seconds; timestamps are `time.time()`.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from labsupport.errors import LabError
 from labsupport.recommender import Model
-from labsupport.rediscache import (
+from labsupport.scaleout.cache import (
     RedisUnavailableError,
     _check_ttls,
     _ms,
@@ -90,11 +90,11 @@ __all__ = [
     "run_build",
 ]
 
-logger = logging.getLogger("labsupport.redisbackend")
+logger = logging.getLogger("labsupport.scaleout.registry")
 
 
 class MissingRedisError(LabError, ImportError):
-    """The ``redis`` package (the ``labsupport[redis]`` extra) is not installed."""
+    """The `redis` package (the `labsupport[redis]` extra) is not installed."""
 
 
 class LeaseLostError(RuntimeError):
@@ -102,16 +102,16 @@ class LeaseLostError(RuntimeError):
 
 
 def connect_redis(url: str, *, timeout: float | None = 5.0) -> redis.Redis:
-    """Return a client for the Redis at ``url``, after checking it answers a PING.
+    """Return a client for the Redis at `url`, after checking it answers a PING.
 
     Args:
-        url: A ``redis://host:port/db`` URL.
+        url: A `redis://host:port/db` URL.
         timeout: Seconds to wait for the connection and for each command;
-            ``None`` waits for ever (an RQ worker's blocking dequeue needs that).
+            `None` waits for ever (an RQ worker's blocking dequeue needs that).
 
     Raises:
-        MissingRedisError: the ``redis`` package is not installed.
-        RedisUnavailableError: nothing answered at ``url``.
+        MissingRedisError: the `redis` package is not installed.
+        RedisUnavailableError: nothing answered at `url`.
     """
     try:
         import redis
@@ -253,29 +253,29 @@ def _text(value: bytes | str | None) -> str | None:
 
 
 JobState = Callable[[str, float], "str | None"]
-"""Asks a job queue about a queued task: ``None`` while its job may still run, else why not."""
+"""Asks a job queue about a queued task: `None` while its job may still run, else why not."""
 
 
 class RedisTaskRegistry:
-    """The rebuild tasks, idempotency keys and models of one ``prefix`` in Redis.
+    """The rebuild tasks, idempotency keys and models of one `prefix` in Redis.
 
     Every method takes a few Redis round trips at most and is safe to call
     from any number of threads and processes at once. The service
-    (:class:`~labsupport.redisservice.RedisRebuildService`) and the RQ worker
-    (:mod:`labsupport.worker`) are both written on top of it.
+    (`RedisRebuildService`) and the RQ worker
+    (`labsupport.scaleout.rq`) are both written on top of it.
 
     Args:
-        client: A ``redis.Redis`` client made with ``decode_responses=False``
-            (:func:`connect_redis` makes one).
+        client: A `redis.Redis` client made with `decode_responses=False`
+            (`connect_redis` makes one).
         prefix: First part of every key.
         lease_ttl: Seconds a lease lives without a heartbeat: how long a dead
-            builder's task can still read ``running``. Heartbeats come every
+            builder's task can still read `running`. Heartbeats come every
             quarter of it.
-        idempotency_ttl: How long an ``Idempotency-Key`` keeps its task.
+        idempotency_ttl: How long an `Idempotency-Key` keeps its task.
         task_ttl: How long a task is kept after it ends (at least
-            ``idempotency_ttl``, so a key never outlives its task).
+            `idempotency_ttl`, so a key never outlives its task).
         old_model_ttl: How long a replaced model stays readable.
-        clock: The time source for timestamps (``time.time``).
+        clock: The time source for timestamps (`time.time`).
     """
 
     def __init__(
@@ -335,7 +335,7 @@ class RedisTaskRegistry:
     # -- reading -----------------------------------------------------------
 
     def get(self, task_id: str) -> Task | None:
-        """Return the stored task, or ``None`` if it is unknown or expired."""
+        """Return the stored task, or `None` if it is unknown or expired."""
         return _task_from_hash(self.client.hgetall(self._task_key(task_id)))
 
     def tasks(self) -> list[Task]:
@@ -351,15 +351,15 @@ class RedisTaskRegistry:
         return [task for task in map(_task_from_hash, found) if task is not None]
 
     def holder(self, task_id: str) -> str | None:
-        """Return who holds the task's lease (``None``: nobody is working on it)."""
+        """Return who holds the task's lease (`None`: nobody is working on it)."""
         return _text(cast("bytes | None", self.client.get(self._lease_key(task_id))))
 
     def pointer(self, name: str) -> str | None:
-        """Return the task id in ``<prefix>:queued`` or ``<prefix>:building``."""
+        """Return the task id in `<prefix>:queued` or `<prefix>:building`."""
         return _text(cast("bytes | None", self.client.get(self._key(name))))
 
     def task_for_key(self, idempotency_key: str) -> str | None:
-        """Return the id of the task an ``Idempotency-Key`` made (``None``: none, or expired)."""
+        """Return the id of the task an `Idempotency-Key` made (`None`: none, or expired)."""
         digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
         task_id = _text(cast("bytes | None", self.client.get(self._key("idem", digest))))
         if task_id is None or not self.client.exists(self._task_key(task_id)):
@@ -376,12 +376,12 @@ class RedisTaskRegistry:
         runner: str,
         idempotency_key: str | None = None,
     ) -> tuple[str, bool]:
-        """Queue task ``task_id``, unless the key's task or a queued task answers instead.
+        """Queue task `task_id`, unless the key's task or a queued task answers instead.
 
         Args:
             task_id: The id to give a new task.
             owner: Who holds the new task's lease until a builder claims it.
-            runner: ``"api"`` or ``"rq"``: what will build it.
+            runner: `"api"` or `"rq"`: what will build it.
             idempotency_key: The client's key; stored only as a SHA-256 hash.
 
         Returns:
@@ -410,17 +410,17 @@ class RedisTaskRegistry:
         return found.decode(), bool(created)
 
     def claim(self, task_id: str, owner: str) -> bool:
-        """Take over a queued task's lease; ``False`` when it is no longer queued."""
+        """Take over a queued task's lease; `False` when it is no longer queued."""
         keys = [self._task_key(task_id), self._lease_key(task_id)]
         return bool(self._run("claim", keys, [owner, _ms(self.lease_ttl)]))
 
     def try_start(self, task_id: str, owner: str) -> tuple[str, str]:
-        """Try to move a queued task to ``running``.
+        """Try to move a queued task to `running`.
 
         Returns:
-            ``("start", version)``: it runs, and its model gets this version;
-            ``("wait", other_id)``: task ``other_id`` is running; try again later;
-            ``("gone", status)``: the task is no longer queued, so do not build.
+            `("start", version)`: it runs, and its model gets this version;
+            `("wait", other_id)`: task `other_id` is running; try again later;
+            `("gone", status)`: the task is no longer queued, so do not build.
         """
         verdict, detail = self._run(
             "start",
@@ -437,13 +437,13 @@ class RedisTaskRegistry:
         return verdict.decode(), detail.decode()
 
     def heartbeat(self, task_id: str, owner: str) -> bool:
-        """Extend ``owner``'s lease on a task; ``False`` when the lease is lost."""
+        """Extend `owner`'s lease on a task; `False` when the lease is lost."""
         return bool(
             self._run("heartbeat", [self._lease_key(task_id)], [owner, _ms(self.lease_ttl)])
         )
 
     def progress(self, task_id: str, owner: str, fraction: float) -> bool:
-        """Record how far a running build got; ``False`` means stop: the task is not ours."""
+        """Record how far a running build got; `False` means stop: the task is not ours."""
         keys = [self._task_key(task_id), self._lease_key(task_id)]
         return bool(self._run("progress", keys, [owner, repr(min(max(fraction, 0.0), 1.0))]))
 
@@ -451,8 +451,8 @@ class RedisTaskRegistry:
         """Complete a running task and make its model the current one, in one step.
 
         Returns:
-            ``False`` (and nothing changes) when the task is not running any
-            more or ``owner`` no longer holds it.
+            `False` (and nothing changes) when the task is not running any
+            more or `owner` no longer holds it.
         """
         pending = self._key("model", "pending", task_id)
         self.client.set(pending, model_to_bytes(model), px=_ms(600.0))  # expires if we die here
@@ -481,9 +481,9 @@ class RedisTaskRegistry:
     def settle(self, task_id: str, status: TaskStatus, error: str, *, owner: str = "") -> bool:
         """Give an unfinished task a final state; return whether it changed.
 
-        With ``owner``, only while that owner holds the lease (a build that
+        With `owner`, only while that owner holds the lease (a build that
         failed, a service interrupting its own tasks at shutdown); without,
-        only when nobody holds it any more (see :meth:`reap`).
+        only when nobody holds it any more (see `reap`).
         """
         keys = [
             self._task_key(task_id),
@@ -498,9 +498,9 @@ class RedisTaskRegistry:
         """Settle an unfinished task that nobody is working on any more.
 
         A task with a live lease is left alone, and so is an RQ task whose job
-        is still waiting in the queue (``job_state`` returns ``None``). Any
+        is still waiting in the queue (`job_state` returns `None`). Any
         other unfinished task has lost whoever was to finish it: an API
-        process's task becomes ``interrupted``, an RQ worker's ``failed``.
+        process's task becomes `interrupted`, an RQ worker's `failed`.
 
         Returns:
             Whether the task was settled now.
@@ -531,14 +531,14 @@ class RedisTaskRegistry:
     # -- models --------------------------------------------------------------
 
     def current(self) -> tuple[int | None, int]:
-        """Return the current model version (``None`` if none) and its ratings counter."""
+        """Return the current model version (`None` if none) and its ratings counter."""
         version, ratings = self.client.mget(
             [self._key("model", "current"), self._key("model", "ratings")]
         )
         return (None if version is None else int(version)), int(ratings or 0)
 
     def load_model(self, version: int) -> Model | None:
-        """Return model ``version``, or ``None`` if its bytes have expired."""
+        """Return model `version`, or `None` if its bytes have expired."""
         data = cast("bytes | None", self.client.get(self._key("model", str(version))))
         return None if data is None else model_from_bytes(data)
 
@@ -582,12 +582,12 @@ def run_build(
 
     The same steps run in an API process's build thread and in an RQ worker's
     job: claim the task's lease, wait while another build runs (at most
-    ``max_wait`` seconds, checking that build is still alive), move the task
-    to ``running``, read the ratings, build, publish. The caller keeps the
-    lease alive with :meth:`RedisTaskRegistry.heartbeat` meanwhile.
+    `max_wait` seconds, checking that build is still alive), move the task
+    to `running`, read the ratings, build, publish. The caller keeps the
+    lease alive with `RedisTaskRegistry.heartbeat` meanwhile.
 
     Failures are recorded, not raised: a build that raises marks its task
-    ``failed`` and the previous model keeps serving. A build whose task was
+    `failed` and the previous model keeps serving. A build whose task was
     settled by someone else meanwhile (interrupted at shutdown, or its lease
     lapsed) stops at its next progress report and publishes nothing.
 
@@ -596,15 +596,15 @@ def run_build(
         task_id: The queued task to build.
         owner: This builder's lease token.
         store: Where the ratings are read from.
-        build: The model builder (``build_model``'s signature).
+        build: The model builder (`build_model`'s signature).
         build_delay: Extra seconds spent before building (a teaching knob).
-        should_stop: Checked while waiting to start: ``True`` gives up, leaving
+        should_stop: Checked while waiting to start: `True` gives up, leaving
             the task for its owner to settle (a service shutting down).
-        max_wait: Longest wait for another build to finish, then ``failed``.
+        max_wait: Longest wait for another build to finish, then `failed`.
         poll: Seconds between tries while waiting.
 
     Returns:
-        The published model, or ``None`` when nothing was published.
+        The published model, or `None` when nothing was published.
     """
     if not registry.claim(task_id, owner):
         return None  # no longer queued: settled by someone else
@@ -649,7 +649,7 @@ def run_build(
 class Heartbeat:
     """Keep leases alive from a daemon thread, every quarter of the lease TTL.
 
-    Use as a context manager around the work. ``lost`` is set when a lease
+    Use as a context manager around the work. `lost` is set when a lease
     could not be extended (someone settled the task, or it lapsed).
 
     Args:

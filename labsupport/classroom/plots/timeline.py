@@ -1,6 +1,6 @@
 """Request timelines: who waited, and while what was running.
 
-:func:`request_gantt` draws what :func:`labsupport.demos.record_requests`
+`request_gantt` draws what `labsupport.classroom.demos.record_requests`
 measured: one horizontal bar per request, from when it was sent to when its
 answer arrived, one lane per client, the rebuild windows shaded, one panel
 per mode, on a shared time axis in seconds.
@@ -16,7 +16,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from labsupport.plots import PALETTE, STATUS_COLOURS
+from labsupport.classroom.plots import PALETTE, STATUS_COLOURS
 
 __all__ = ["request_gantt"]
 
@@ -42,20 +42,20 @@ def request_gantt(
 ) -> Figure:
     """Draw each request as a bar from start to end, one panel per mode.
 
-    Lanes are the values of the ``client`` column, sorted; the lanes of the
-    requests that *trigger* something (named ``"POST ..."``, or ``"during"``
-    as :func:`~labsupport.demos.record_requests` labels them) come first and
+    Lanes are the values of the `client` column, sorted; the lanes of the
+    requests that *trigger* something (named `"POST ..."`, or `"during"`
+    as `record_requests` labels them) come first and
     are drawn in orange. Other bars are green when they were fast and vermilion
-    when they took longer than ``slow`` seconds. Without ``slow``, a panel
+    when they took longer than `slow` seconds. Without `slow`, a panel
     with a build calls "slow" anything longer than half its first build, and
     a panel without one draws every bar in blue. Very short requests are
-    widened to ``min_width`` seconds so they stay visible.
+    widened to `min_width` seconds so they stay visible.
 
     Args:
-        requests: Columns ``client``, ``start`` and ``end`` (seconds), and
-            optionally ``mode`` (one panel per mode, in order of appearance)
-            and ``latency`` (``end - start`` when absent).
-        builds: The rebuild windows ``(start, end)`` to shade: a mapping from
+        requests: Columns `client`, `start` and `end` (seconds), and
+            optionally `mode` (one panel per mode, in order of appearance)
+            and `latency` (`end - start` when absent).
+        builds: The rebuild windows `(start, end)` to shade: a mapping from
             mode to windows, or one list of windows for every panel.
         slow: The latency above which a bar is drawn as slow, in seconds.
         title: The figure's title; say what the figure shows.
@@ -64,8 +64,8 @@ def request_gantt(
         min_width: The narrowest bar drawn, in seconds.
 
     Returns:
-        The figure (``len(modes)`` axes sharing the time axis), open in
-        pyplot: end the cell with ``plt.show()``.
+        The figure (`len(modes)` axes sharing the time axis), open in
+        pyplot: end the cell with `plt.show()`.
 
     Raises:
         ValueError: if a needed column is missing or there are no requests.

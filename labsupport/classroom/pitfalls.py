@@ -2,22 +2,22 @@
 
 The lesson plan lists two ways a background rebuild goes wrong:
 
-- "If the task never runs, verify ``run_rebuild_task`` is synchronous and you
-  are not ``await``-ing it inside the endpoint": :func:`blocking_app` builds
+- "If the task never runs, verify `run_rebuild_task` is synchronous and you
+  are not `await`-ing it inside the endpoint": `blocking_app` builds
   the endpoint that awaits the work (or calls it directly) instead of handing
-  it to ``BackgroundTasks``, so the request only returns after the build.
-- "When status stays ``queued``, ensure ``background.add_task(...)`` is
-  reached (no earlier exception)": :func:`early_error_app` registers the task,
+  it to `BackgroundTasks`, so the request only returns after the build.
+- "When status stays `queued`, ensure `background.add_task(...)` is
+  reached (no earlier exception)": `early_error_app` registers the task,
   then refuses the request, so the task is never scheduled and stays
-  ``queued`` forever.
+  `queued` forever.
 
-:func:`seed_style_app` is the seed's own wiring, with nothing broken: a
+`seed_style_app` is the seed's own wiring, with nothing broken: a
 synchronous background function that does the whole build. Notebook 03 uses
-it to show what Starlette's in-process ``TestClient`` waits for.
+it to show what Starlette's in-process `TestClient` waits for.
 
-Each app keeps the seed's shape (a ``TASK_STATUS``-style dict and two
+Each app keeps the seed's shape (a `TASK_STATUS`-style dict and two
 endpoints) but owns its state, so starting several in one notebook is safe.
-The "build" is a sleep of ``build_delay`` seconds: the bugs are about *where*
+The "build" is a sleep of `build_delay` seconds: the bugs are about *where*
 the work runs, not about what it computes. All times are in seconds.
 """
 
@@ -34,19 +34,19 @@ from labsupport.tasks import counter_ids
 __all__ = ["MISTAKES", "TaskBoard", "blocking_app", "early_error_app", "seed_style_app"]
 
 MISTAKES: tuple[str, ...] = ("await", "direct")
-"""The ways :func:`blocking_app` can run the build inside the request."""
+"""The ways `blocking_app` can run the build inside the request."""
 
 TaskId = Annotated[str | None, Header(description="the client's own task id (seed's X-Task-Id)")]
 
 
 class TaskBoard:
-    """The seed's ``TASK_STATUS`` dict, one per app, with a fake build.
+    """The seed's `TASK_STATUS` dict, one per app, with a fake build.
 
     Args:
         build_delay: how long one fake build takes, in seconds.
 
     Attributes:
-        status: task id -> ``"queued"``, ``"running"``, ``"complete"`` or ``"failed"``.
+        status: task id -> `"queued"`, `"running"`, `"complete"` or `"failed"`.
         build_delay: seconds per build.
     """
 
@@ -59,23 +59,23 @@ class TaskBoard:
         self._new_id = counter_ids()
 
     def new_id(self) -> str:
-        """Return the next task id: ``task-1``, ``task-2``..."""
+        """Return the next task id: `task-1`, `task-2`..."""
         return self._new_id()
 
     def run_rebuild_task(self, task_id: str) -> None:
-        """Do the fake build synchronously, as the seed's ``run_rebuild_task`` does."""
+        """Do the fake build synchronously, as the seed's `run_rebuild_task` does."""
         self.status[task_id] = "running"
         time.sleep(self.build_delay)
         self.status[task_id] = "complete"
 
     async def run_rebuild_task_async(self, task_id: str) -> None:
-        """Do the fake build as a coroutine: the version people ``await`` by mistake."""
+        """Do the fake build as a coroutine: the version people `await` by mistake."""
         self.status[task_id] = "running"
         await asyncio.sleep(self.build_delay)
         self.status[task_id] = "complete"
 
     def install_status_route(self, app: FastAPI) -> None:
-        """Add the seed's ``GET /recommender/rebuild/{task_id}`` (``"unknown"`` if never seen)."""
+        """Add the seed's `GET /recommender/rebuild/{task_id}` (`"unknown"` if never seen)."""
 
         @app.get("/recommender/rebuild/{task_id}")
         async def rebuild_status(task_id: str) -> dict[str, str]:
@@ -83,18 +83,18 @@ class TaskBoard:
 
 
 def seed_style_app(*, build_delay: float) -> FastAPI:
-    """Return the seed's wiring: a sync ``run_rebuild_task`` handed to ``add_task``.
+    """Return the seed's wiring: a sync `run_rebuild_task` handed to `add_task`.
 
     Over real HTTP the 202 goes out first and the build runs afterwards in
-    Starlette's thread pool. Starlette's ``TestClient`` instead returns only
+    Starlette's thread pool. Starlette's `TestClient` instead returns only
     once the background function has finished, so in-process tests never see
-    ``running``.
+    `running`.
 
     Args:
         build_delay: seconds the fake build takes.
 
     Returns:
-        The app; ``app.state.board`` is its :class:`TaskBoard`.
+        The app; `app.state.board` is its `TaskBoard`.
     """
     board = TaskBoard(build_delay)
     app = FastAPI(title="Seed-style rebuild")
@@ -114,27 +114,27 @@ def seed_style_app(*, build_delay: float) -> FastAPI:
 def blocking_app(*, build_delay: float, mistake: Literal["await", "direct"] | None) -> FastAPI:
     """Return an app whose rebuild endpoint runs the build inside the request, or the fix.
 
-    - ``mistake="await"``: ``run_rebuild_task`` was made ``async`` and the
-      endpoint does ``await run_rebuild_task(task_id)``. The event loop stays
+    - `mistake="await"`: `run_rebuild_task` was made `async` and the
+      endpoint does `await run_rebuild_task(task_id)`. The event loop stays
       free, but this request answers only when the build is over.
-    - ``mistake="direct"``: the endpoint calls the sync ``run_rebuild_task``
-      directly. Worse: the ``async`` endpoint blocks the event loop, so every
+    - `mistake="direct"`: the endpoint calls the sync `run_rebuild_task`
+      directly. Worse: the `async` endpoint blocks the event loop, so every
       other request to the server waits too.
-    - ``mistake=None``: the fix, ``background.add_task(run_rebuild_task, task_id)``
+    - `mistake=None`: the fix, `background.add_task(run_rebuild_task, task_id)`
       with the sync function: the 202 goes out at once.
 
-    The answer's ``status`` is read back from the board after the endpoint's
-    work, so a blocking variant answers ``"complete"``.
+    The answer's `status` is read back from the board after the endpoint's
+    work, so a blocking variant answers `"complete"`.
 
     Args:
         build_delay: seconds the fake build takes.
-        mistake: one of :data:`MISTAKES`, or ``None`` for the fixed endpoint.
+        mistake: one of `MISTAKES`, or `None` for the fixed endpoint.
 
     Returns:
-        The app; ``app.state.board`` is its :class:`TaskBoard`.
+        The app; `app.state.board` is its `TaskBoard`.
 
     Raises:
-        ValueError: for an unknown ``mistake``.
+        ValueError: for an unknown `mistake`.
     """
     if mistake is not None and mistake not in MISTAKES:
         msg = (
@@ -164,25 +164,25 @@ def blocking_app(*, build_delay: float, mistake: Literal["await", "direct"] | No
 def early_error_app(*, build_delay: float, fixed: bool = False) -> FastAPI:
     """Return an app whose rebuild can fail between registering and scheduling, or the fix.
 
-    The endpoint takes the seed's ``X-Task-Id`` header as the task id (so the
-    client knows the id even when the POST fails) and a ``rank`` query
+    The endpoint takes the seed's `X-Task-Id` header as the task id (so the
+    client knows the id even when the POST fails) and a `rank` query
     parameter (1 to 50).
 
-    - ``fixed=False``: the task is registered ``queued`` first, then ``rank``
-      is checked by hand and a bad one raises ``HTTPException(422)``, so
-      ``add_task`` is never reached. The client gets its 422, but polling the
-      id shows ``queued`` forever.
-    - ``fixed=True``: FastAPI validates ``rank`` before the endpoint body runs
-      (``Query(ge=1, le=50)``), so nothing is registered for a bad request;
-      and everything after the registration sits in ``try``/``except``, which
-      marks the task ``failed`` before re-raising.
+    - `fixed=False`: the task is registered `queued` first, then `rank`
+      is checked by hand and a bad one raises `HTTPException(422)`, so
+      `add_task` is never reached. The client gets its 422, but polling the
+      id shows `queued` forever.
+    - `fixed=True`: FastAPI validates `rank` before the endpoint body runs
+      (`Query(ge=1, le=50)`), so nothing is registered for a bad request;
+      and everything after the registration sits in `try`/`except`, which
+      marks the task `failed` before re-raising.
 
     Args:
         build_delay: seconds the fake build takes.
         fixed: build the fixed endpoint instead of the broken one.
 
     Returns:
-        The app; ``app.state.board`` is its :class:`TaskBoard`.
+        The app; `app.state.board` is its `TaskBoard`.
     """
     board = TaskBoard(build_delay)
     app = FastAPI(title=f"Rebuild, fixed={fixed}")

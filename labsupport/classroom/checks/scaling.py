@@ -1,7 +1,7 @@
 """Self-checks for notebook 07 (scaling): answers computed from the benchmark results.
 
 Each check prints one line starting with ✔ when the answer is right and
-raises :class:`~labsupport.checks.CheckFailed` with one sentence of help when
+raises `CheckFailed` with one sentence of help when
 it is not. The expected values come from the same results the notebook
 loaded, so the checks stay right when the benchmarks are run again.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from labsupport.checks import passed, require
+from labsupport.classroom.checks import passed, require
 
 __all__ = ["check_growth_exponent", "check_speedup", "expected_growth_exponent", "expected_speedup"]
 
@@ -40,12 +40,12 @@ def _require_number(name: str, value: Any, hint: str) -> None:
 
 
 def expected_speedup(results: Mapping[str, Any], shape: str = "ml-1m") -> float:
-    """Return the seed design's build time divided by ``build_model``'s at ``shape``."""
+    """Return the seed design's build time divided by `build_model`'s at `shape`."""
     return _seconds(results, shape, "seed") / _seconds(results, shape, "sparse")
 
 
 def expected_growth_exponent(results: Mapping[str, Any], design: str = "sparse") -> float:
-    """Return the slope of log(build time) against log(ratings) for ``design``, fitted."""
+    """Return the slope of log(build time) against log(ratings) for `design`, fitted."""
     points = [(r["n_ratings"], r["seconds"]) for r in _rows(results) if r["design"] == design]
     if len(points) < 2:
         msg = f"need at least two {design!r} builds to fit a slope, found {len(points)}"
@@ -57,10 +57,10 @@ def expected_growth_exponent(results: Mapping[str, Any], design: str = "sparse")
 
 
 def check_speedup(speedup: Any, results: Mapping[str, Any]) -> None:
-    """Check exercise 1: how many times faster ``build_model`` is than the seed at ml-1m.
+    """Check exercise 1: how many times faster `build_model` is than the seed at ml-1m.
 
     Args:
-        speedup: Your number: the seed's seconds divided by ``build_model``'s.
+        speedup: Your number: the seed's seconds divided by `build_model`'s.
         results: The results the notebook loaded.
     """
     _require_number("speedup", speedup, "divide two floats taken from the build table")
@@ -81,7 +81,7 @@ def check_growth_exponent(slope: Any, results: Mapping[str, Any]) -> None:
     """Check exercise 2: the slope of build time against ratings on log-log axes.
 
     Args:
-        slope: Your fitted slope (``np.polyfit(log10 ratings, log10 seconds, 1)[0]``).
+        slope: Your fitted slope (`np.polyfit(log10 ratings, log10 seconds, 1)[0]`).
         results: The results the notebook loaded.
     """
     _require_number("slope", slope, "np.polyfit(...) returns [slope, intercept], take the first")

@@ -1,13 +1,13 @@
 """Figures for notebook 03: a rebuild task's observed states, and how a rebuild moved the scores.
 
-- :func:`state_timeline`: the statuses a client saw while polling, as a
+- `state_timeline`: the statuses a client saw while polling, as a
   coloured band, with the reported progress over time.
-- :func:`score_heatmaps`: a model's users x movies scores before and after a
+- `score_heatmaps`: a model's users x movies scores before and after a
   rebuild, and their difference.
 
-All times are in seconds. Call :func:`labsupport.plots.use_style` first for
+All times are in seconds. Call `labsupport.classroom.plots.use_style` first for
 the workbook's look; these functions only draw, on new pyplot figures (end the
-cell with ``plt.show()``; close them with ``plt.close(fig)`` in scripts).
+cell with `plt.show()`; close them with `plt.close(fig)` in scripts).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from labsupport.plots import PALETTE, STATUS_COLOURS
+from labsupport.classroom.plots import PALETTE, STATUS_COLOURS
 
 __all__ = ["distinct_states", "score_heatmaps", "state_timeline"]
 
@@ -38,10 +38,10 @@ def distinct_states(records: Sequence[Mapping[str, Any]]) -> list[str]:
     """Return the statuses in the order they were first seen, each once.
 
     Args:
-        records: Status payloads (dicts with a ``"status"``), oldest first.
+        records: Status payloads (dicts with a `"status"`), oldest first.
 
     Returns:
-        For example ``["queued", "running", "complete"]``.
+        For example `["queued", "running", "complete"]`.
     """
     return list(dict.fromkeys(str(record["status"]) for record in records))
 
@@ -49,7 +49,7 @@ def distinct_states(records: Sequence[Mapping[str, Any]]) -> list[str]:
 def _segments(
     times: list[float], statuses: list[str], end: float
 ) -> list[tuple[str, float, float]]:
-    """Merge consecutive equal statuses into ``(status, start, stop)`` spans ending at ``end``."""
+    """Merge consecutive equal statuses into `(status, start, stop)` spans ending at `end`."""
     spans: list[tuple[str, float, float]] = []
     for i, status in enumerate(statuses):
         stop = times[i + 1] if i + 1 < len(times) else end
@@ -63,16 +63,16 @@ def _segments(
 def state_timeline(records: Sequence[Mapping[str, Any]], *, title: str | None = None) -> Figure:
     """Draw the statuses a client observed while polling a task, and its progress.
 
-    Each record is one observation: the time it was made (``"t"``, seconds
-    since the POST), the ``"status"`` and, if the server reports it, the
-    ``"progress"`` (0 to 1; missing counts as 0). A status is drawn from the
+    Each record is one observation: the time it was made (`"t"`, seconds
+    since the POST), the `"status"` and, if the server reports it, the
+    `"progress"` (0 to 1; missing counts as 0). A status is drawn from the
     observation that reported it until the next observation, so the band
     shows what the client *knew*, which lags the server by up to one polling
     interval. The last status gets a short stub so it stays visible.
 
     Args:
         records: Observations, oldest first; the POST's own answer
-            (``status: "queued"``) makes a good first one.
+            (`status: "queued"`) makes a good first one.
         title: The figure title; by default it names the sequence and how long
             it took.
 
@@ -80,7 +80,7 @@ def state_timeline(records: Sequence[Mapping[str, Any]], *, title: str | None = 
         The figure (one axes).
 
     Raises:
-        ValueError: if ``records`` is empty or its times go backwards.
+        ValueError: if `records` is empty or its times go backwards.
     """
     if not records:
         msg = "state_timeline needs at least one record, e.g. the POST's own {'status': 'queued'}"
@@ -153,7 +153,7 @@ def score_heatmaps(
     score rose, purple: it fell).
 
     Args:
-        before: Scores of the old model, e.g. ``score_matrix(old_model)``.
+        before: Scores of the old model, e.g. `score_matrix(old_model)`.
         after: Scores of the new model, same shape and row/column order.
         user_ids: The user id of each row, for the tick labels.
         movie_ids: The movie id of each column, for the tick labels.

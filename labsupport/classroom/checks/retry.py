@@ -3,7 +3,7 @@
 Each check calls the student's function with scripted responses, a fake clock
 and a seeded random source, so nothing waits and nothing touches the network.
 It prints a confirmation when the answer is right and raises
-:class:`~labsupport.checks.CheckFailed` with one sentence of help when not.
+`CheckFailed` with one sentence of help when not.
 All times are in seconds.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from labsupport.checks import CheckFailed, passed, require
+from labsupport.classroom.checks import CheckFailed, passed, require
 
 __all__ = [
     "STATUS_TABLE",
@@ -44,7 +44,7 @@ STATUS_TABLE: dict[int, tuple[bool, str]] = {
     503: (True, "the server is overloaded or restarting: try later"),
     504: (True, "a proxy timed out waiting for the server: usually transient"),
 }
-"""Which statuses a client should retry, and why: ``{status: (retry?, reason)}``."""
+"""Which statuses a client should retry, and why: `{status: (retry?, reason)}`."""
 
 _URL = "http://movies.test/recommender/rebuild/task-1"
 
@@ -99,7 +99,7 @@ def _describe(outcomes: Sequence[int | Exception]) -> str:
 def _run(
     helper: Callable[..., Any], script: _Script, fake: _FakeTime, **options: Any
 ) -> tuple[str, Any]:
-    """Call ``helper``; return ``("returned", value)`` or ``("raised", exception)``."""
+    """Call `helper`; return `("returned", value)` or `("raised", exception)`."""
     try:
         return "returned", helper(script, sleep=fake.sleep, rng=random.Random(0), **options)
     except CheckFailed:
@@ -118,10 +118,10 @@ def _status_of(kind: str, value: Any) -> int | None:
 
 
 def check_should_retry(should_retry: Callable[[int], bool]) -> None:
-    """Check ``should_retry(status)`` against :data:`STATUS_TABLE`.
+    """Check `should_retry(status)` against `STATUS_TABLE`.
 
     Args:
-        should_retry: The student's function: a status code in, ``True`` or ``False`` out.
+        should_retry: The student's function: a status code in, `True` or `False` out.
 
     Raises:
         CheckFailed: at the first status where the answer differs from the table.
@@ -147,10 +147,10 @@ def check_should_retry(should_retry: Callable[[int], bool]) -> None:
 
 
 def check_full_jitter(full_jitter: Callable[..., float]) -> None:
-    """Check ``full_jitter(n, *, base, cap, rng)``: ``uniform(0, min(cap, base * 2**n))``.
+    """Check `full_jitter(n, *, base, cap, rng)`: `uniform(0, min(cap, base * 2**n))`.
 
-    Draws 400 delays for each retry ``n = 0..7`` from a seeded ``rng`` and checks
-    they stay within ``[0, min(cap, base * 2**n)]``, cover that range (some
+    Draws 400 delays for each retry `n = 0..7` from a seeded `rng` and checks
+    they stay within `[0, min(cap, base * 2**n)]`, cover that range (some
     below 10 % of it, some above 90 %), average about half of it, and repeat
     exactly with the same seed.
 
@@ -213,13 +213,13 @@ _FIXED_CASES: tuple[tuple[tuple[int | Exception, ...], str, int | None, int], ..
 
 
 def check_fixed_helper(helper: Callable[..., Any]) -> None:
-    """Check a fixed version of the seed's ``with_backoff`` against scripted answers.
+    """Check a fixed version of the seed's `with_backoff` against scripted answers.
 
-    The helper is called as ``helper(func, retries=3, backoff_factor=0.01,
-    jitter=0.0, sleep=..., rng=...)``. It must return the first answer below
-    400, raise ``httpx.HTTPStatusError`` at once for a 4xx other than 408 and
+    The helper is called as `helper(func, retries=3, backoff_factor=0.01,
+    jitter=0.0, sleep=..., rng=...)`. It must return the first answer below
+    400, raise `httpx.HTTPStatusError` at once for a 4xx other than 408 and
     429, retry 408, 429, 5xx and transport errors, make at most
-    ``retries + 1`` calls, raise the last error when it gives up, and sleep
+    `retries + 1` calls, raise the last error when it gives up, and sleep
     only between calls (so one sleep fewer than calls).
 
     Args:
@@ -312,15 +312,15 @@ _DEADLINE_CASES: tuple[tuple[tuple[int, ...], float, float | None, int, int], ..
 
 
 def check_deadline(helper: Callable[..., Any]) -> None:
-    """Check a retry helper with a total ``deadline``, using a fake clock.
+    """Check a retry helper with a total `deadline`, using a fake clock.
 
-    The helper is called as ``helper(func, retries=10, backoff_factor=1.0,
-    jitter=0.0, deadline=..., sleep=..., clock=..., rng=...)``, where the
+    The helper is called as `helper(func, retries=10, backoff_factor=1.0,
+    jitter=0.0, deadline=..., sleep=..., clock=..., rng=...)`, where the
     planned sleeps are 1, 2, 4, ... s and each scripted call may itself take
     time on the fake clock. It must give up (raising the last error) as soon
-    as the next sleep would end more than ``deadline`` seconds after the first
+    as the next sleep would end more than `deadline` seconds after the first
     call began, never sleep past the deadline, and behave as before when
-    ``deadline`` is ``None``. :func:`labsupport.retry.with_backoff` passes.
+    `deadline` is `None`. `labsupport.retry.with_backoff` passes.
 
     Args:
         helper: The student's function.

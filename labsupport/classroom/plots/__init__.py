@@ -1,13 +1,15 @@
 """Figures for the workbook, in one readable, colour-blind-safe style.
 
 Nothing here touches matplotlib's global settings at import: a notebook's
-Setup cell calls :func:`use_style` once. Figure code that would make a cell
+Setup cell calls `use_style` once. Figure code that would make a cell
 longer than a projector screen lives in the topic modules
-(``labsupport.plots.timeline``...).
+(`labsupport.classroom.plots.timeline`...).
 """
 
 from __future__ import annotations
 
+import importlib
+import types
 from typing import Any
 
 __all__ = ["PALETTE", "STATUS_COLOURS", "style_dict", "use_style"]
@@ -61,3 +63,17 @@ def use_style() -> None:
 
     rc: Any = mpl.rcParams  # its keys are typed as literals; ours are checked at runtime
     rc.update(style_dict())
+
+
+_TOPICS = frozenset({"timeline", "scaling", "matrices", "states", "backoff"})
+
+
+def __getattr__(name: str) -> types.ModuleType:
+    # `checks.svd` works after `from labsupport.classroom import plots`: topic
+    # modules load on first use.
+    if name in _TOPICS:
+        module = importlib.import_module(f"{__name__}.{name}")
+        globals()[name] = module
+        return module
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)

@@ -2,27 +2,27 @@
 
 A preview of Lab 2's "Redis-ready hooks": several API processes (or one that
 restarts) can share the last model built and the state of rebuild tasks.
-:func:`connect` returns a :class:`RedisCache` when a Redis server answers and
-a :class:`MemoryCache` with the same methods when it does not, so code (and a
+`connect` returns a `RedisCache` when a Redis server answers and
+a `MemoryCache` with the same methods when it does not, so code (and a
 notebook) written against one runs unchanged on the other. Session 10 starts a
 real Redis next to the API with Docker Compose.
 
-Keys (``prefix`` defaults to ``"labsupport"``):
+Keys (`prefix` defaults to `"labsupport"`):
 
 =================================  ==============================================
-``<prefix>:model:<version>``       one model, as the bytes of :func:`model_to_bytes`
-``<prefix>:model:current``         the serving version number (moved with one SET)
-``<prefix>:task:<task_id>``        one task record as JSON, expiring after ``task_ttl``
+`<prefix>:model:<version>`       one model, as the bytes of `model_to_bytes`
+`<prefix>:model:current`         the serving version number (moved with one SET)
+`<prefix>:task:<task_id>`        one task record as JSON, expiring after `task_ttl`
 =================================  ==============================================
 
-Models are stored as numpy arrays written by :func:`numpy.savez` and read back
-with ``allow_pickle=False``: a cache must never unpickle bytes, because anyone
+Models are stored as numpy arrays written by `numpy.savez` and read back
+with `allow_pickle=False`: a cache must never unpickle bytes, because anyone
 who can write to it could make the reader run arbitrary code.
 
-When Redis is missing, :func:`connect` says so in ``cache.reason`` and falls
-back to memory (or, with ``required=True``, raises
-:class:`RedisUnavailableError`); a :class:`RedisCache` whose server stops
-answering raises :class:`RedisUnavailableError` too. Both messages are one
+When Redis is missing, `connect` says so in `cache.reason` and falls
+back to memory (or, with `required=True`, raises
+`RedisUnavailableError`); a `RedisCache` whose server stops
+answering raises `RedisUnavailableError` too. Both messages are one
 sentence saying how to start a Redis server.
 
 All times are in seconds.
@@ -58,7 +58,7 @@ __all__ = [
 ]
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
-"""Where :func:`connect` looks by default: a Redis on this machine, database 0."""
+"""Where `connect` looks by default: a Redis on this machine, database 0."""
 
 _FORMAT = 1  # bump when the layout written by model_to_bytes changes
 _START_REDIS = "start one with `redis-server --port {port}` or `docker run -p {port}:6379 redis`"
@@ -78,16 +78,16 @@ _SCALARS = (
 
 
 def model_to_bytes(model: Model) -> bytes:
-    """Serialise a model to bytes: its arrays in one ``.npz`` archive, no pickle.
+    """Serialise a model to bytes: its arrays in one `.npz` archive, no pickle.
 
-    Every numpy array of the model is saved as it is; the sparse ``rated``
+    Every numpy array of the model is saved as it is; the sparse `rated`
     matrix as its three CSR arrays; the scalar fields as one JSON string.
 
     Args:
-        model: A model from :func:`labsupport.recommender.build_model`.
+        model: A model from `labsupport.recommender.build_model`.
 
     Returns:
-        Bytes that :func:`model_from_bytes` turns back into an equal model.
+        Bytes that `model_from_bytes` turns back into an equal model.
     """
     arrays: dict[str, Any] = {
         f.name: getattr(model, f.name)
@@ -106,7 +106,7 @@ def model_to_bytes(model: Model) -> bytes:
 
 
 def model_from_bytes(data: bytes) -> Model:
-    """Rebuild a model from :func:`model_to_bytes` output.
+    """Rebuild a model from `model_to_bytes` output.
 
     Args:
         data: The bytes read from the cache.
@@ -141,11 +141,11 @@ def model_from_bytes(data: bytes) -> Model:
 
 
 # ---------------------------------------------------------------- helpers
-# (labsupport.redisbackend uses these too)
+# (labsupport.scaleout.registry uses these too)
 
 
 def _check_ttls(**ttls: float) -> None:
-    """Raise ``ValueError`` unless every TTL given is a positive number of seconds."""
+    """Raise `ValueError` unless every TTL given is a positive number of seconds."""
     for name, value in ttls.items():
         if not value > 0:
             msg = f"{name} must be a positive number of seconds, got {value!r}"
@@ -153,7 +153,7 @@ def _check_ttls(**ttls: float) -> None:
 
 
 def _ms(seconds: float) -> int:
-    """Seconds as the whole milliseconds Redis's ``PX`` and ``PEXPIRE`` take (at least 1)."""
+    """Seconds as the whole milliseconds Redis's `PX` and `PEXPIRE` take (at least 1)."""
     return max(1, math.ceil(seconds * 1000))
 
 
@@ -164,7 +164,7 @@ class _Cache:
     """What both caches do, written once over five storage primitives."""
 
     backend = "none"
-    """``"redis"`` or ``"memory"``."""
+    """`"redis"` or `"memory"`."""
 
     def __init__(self, *, prefix: str, task_ttl: float, old_model_ttl: float, reason: str) -> None:
         _check_ttls(task_ttl=task_ttl, old_model_ttl=old_model_ttl)
@@ -198,15 +198,15 @@ class _Cache:
     def save_model(self, model: Model) -> str:
         """Store a model under its version and make it the current one.
 
-        The model's bytes go to ``<prefix>:model:<version>`` first; then one
-        SET moves the ``current`` pointer, so a reader sees the old model or
+        The model's bytes go to `<prefix>:model:<version>` first; then one
+        SET moves the `current` pointer, so a reader sees the old model or
         the new one, never a half-written one. The version it replaced stays
-        readable for ``old_model_ttl`` seconds (a reader may have just read
+        readable for `old_model_ttl` seconds (a reader may have just read
         the old pointer), then expires. Saving the same version again
         replaces its bytes.
 
         Args:
-            model: The model to cache; ``model.version`` names its key.
+            model: The model to cache; `model.version` names its key.
 
         Returns:
             The key the model was stored under.
@@ -219,14 +219,14 @@ class _Cache:
         return key
 
     def current_version(self) -> int | None:
-        """Return the version the ``current`` pointer names, or ``None`` if there is none."""
+        """Return the version the `current` pointer names, or `None` if there is none."""
         pointer = self._get(self._model_key("current"))
         return None if pointer is None else int(pointer)
 
     def load_model(self) -> Model | None:
-        """Return the current model, or ``None`` when nothing usable is cached.
+        """Return the current model, or `None` when nothing usable is cached.
 
-        ``None`` means "build one": no model was ever saved, or the pointed-to
+        `None` means "build one": no model was ever saved, or the pointed-to
         bytes have expired or been evicted.
 
         Raises:
@@ -241,13 +241,13 @@ class _Cache:
     # -- tasks -------------------------------------------------------------
 
     def save_task(self, task: Mapping[str, Any]) -> None:
-        """Store a task record (``Task.to_dict()``) as JSON for ``task_ttl`` seconds.
+        """Store a task record (`Task.to_dict()`) as JSON for `task_ttl` seconds.
 
-        Saving the same ``task_id`` again replaces the record and restarts
+        Saving the same `task_id` again replaces the record and restarts
         its expiry.
 
         Raises:
-            ValueError: the record has no ``task_id``.
+            ValueError: the record has no `task_id`.
             TypeError: the record cannot be written as JSON.
         """
         if "task_id" not in task:
@@ -257,7 +257,7 @@ class _Cache:
         self._set(key, json.dumps(dict(task)).encode(), self.task_ttl)
 
     def get_task(self, task_id: str) -> dict[str, Any] | None:
-        """Return a stored task record, or ``None`` if it is unknown or expired."""
+        """Return a stored task record, or `None` if it is unknown or expired."""
         data = self._get(f"{self.prefix}:task:{task_id}")
         return None if data is None else cast(dict[str, Any], json.loads(data))
 
@@ -279,7 +279,7 @@ class _Cache:
 
 
 class MemoryCache(_Cache):
-    """A dict with expiry that behaves like :class:`RedisCache`, for when Redis is absent.
+    """A dict with expiry that behaves like `RedisCache`, for when Redis is absent.
 
     It lives and dies with the process, so it shares nothing between API
     processes: it keeps the code path identical, not the guarantees.
@@ -289,7 +289,7 @@ class MemoryCache(_Cache):
         task_ttl: How long a task record is kept.
         old_model_ttl: How long a replaced model stays readable.
         reason: One sentence saying why this cache is in use.
-        clock: The time source for expiry (``time.monotonic``); tests pass a
+        clock: The time source for expiry (`time.monotonic`); tests pass a
             fake one.
     """
 
@@ -340,7 +340,7 @@ class MemoryCache(_Cache):
                 self._data[key] = (entry[0], self._clock() + ttl)
 
     def keys(self) -> list[str]:
-        """Return the live keys, sorted (Redis's ``KEYS <prefix>:*``, for teaching)."""
+        """Return the live keys, sorted (Redis's `KEYS <prefix>:*`, for teaching)."""
         with self._lock:
             return sorted(k for k in list(self._data) if self._live(k) is not None)
 
@@ -348,10 +348,10 @@ class MemoryCache(_Cache):
 class RedisCache(_Cache):
     """The cache in a Redis server, shared by every process that connects to it.
 
-    Usually made by :func:`connect`, which checks the server answers first.
+    Usually made by `connect`, which checks the server answers first.
 
     Args:
-        client: A ``redis.Redis`` client made with ``decode_responses=False``.
+        client: A `redis.Redis` client made with `decode_responses=False`.
         prefix: First part of every key.
         task_ttl: How long a task record is kept.
         old_model_ttl: How long a replaced model stays readable.
@@ -407,7 +407,7 @@ class RedisCache(_Cache):
 
 
 def _is_redis_down(exc: BaseException) -> bool:
-    """Whether ``exc`` is redis-py saying the server is unreachable or too slow."""
+    """Whether `exc` is redis-py saying the server is unreachable or too slow."""
     try:
         from redis.exceptions import ConnectionError, TimeoutError
     except ImportError:  # not a redis-py client at all
@@ -416,7 +416,7 @@ def _is_redis_down(exc: BaseException) -> bool:
 
 
 def _client_address(client: Any) -> tuple[str, int]:
-    """Return ``("host:port db N", port)`` for a redis-py client."""
+    """Return `("host:port db N", port)` for a redis-py client."""
     pool = getattr(client, "connection_pool", None)
     options = getattr(pool, "connection_kwargs", None) or {}
     port = int(options.get("port", 6379))
@@ -424,7 +424,7 @@ def _client_address(client: Any) -> tuple[str, int]:
 
 
 def _where(url: str) -> tuple[str, int]:
-    """Describe a Redis URL without its password: ``("host:port db N", port)``."""
+    """Describe a Redis URL without its password: `("host:port db N", port)`."""
     parts = urlsplit(url)
     try:
         port = parts.port or 6379
@@ -443,18 +443,18 @@ def connect(
     old_model_ttl: float = 600.0,
     required: bool = False,
 ) -> RedisCache | MemoryCache:
-    """Connect to Redis, or fall back to a :class:`MemoryCache` with the same methods.
+    """Connect to Redis, or fall back to a `MemoryCache` with the same methods.
 
-    The server must answer a PING within ``timeout`` seconds (one try, no
+    The server must answer a PING within `timeout` seconds (one try, no
     retries: a missing Redis should cost a notebook cell a fraction of a
-    second). By default nothing raises: when the ``redis`` package is
+    second). By default nothing raises: when the `redis` package is
     missing, the URL is malformed or the server does not answer, the fallback
-    is returned and its ``reason`` says why and how to start Redis, in one
-    sentence. Check ``cache.backend`` (``"redis"`` or ``"memory"``), or pass
-    ``required=True``, if your code needs the real thing.
+    is returned and its `reason` says why and how to start Redis, in one
+    sentence. Check `cache.backend` (`"redis"` or `"memory"`), or pass
+    `required=True`, if your code needs the real thing.
 
     Args:
-        url: A ``redis://`` URL (``rediss://`` for TLS).
+        url: A `redis://` URL (`rediss://` for TLS).
         timeout: Seconds to wait for the connection and for each command.
         prefix: First part of every key.
         task_ttl: How long a task record is kept.
@@ -462,11 +462,11 @@ def connect(
         required: Raise instead of falling back to memory.
 
     Returns:
-        A :class:`RedisCache` or a :class:`MemoryCache`; ``.reason`` says which
+        A `RedisCache` or a `MemoryCache`; `.reason` says which
         and why.
 
     Raises:
-        RedisUnavailableError: with ``required=True``, when there is no Redis
+        RedisUnavailableError: with `required=True`, when there is no Redis
             to use; the message says why and how to start one.
     """
     where, port = _where(url)

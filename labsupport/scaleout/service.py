@@ -1,24 +1,24 @@
 """The API's rebuild service with its state in Redis, so several API processes share it.
 
-:class:`RedisRebuildService` has the methods ``create_app()`` uses from
-:class:`~labsupport.tasks.RebuildService` (``request``, ``start``, ``get``,
-``model``, ``accepting``, ``close``, ``shutdown``...), so the API code is the
+`RedisRebuildService` has the methods `create_app()` uses from
+`RebuildService` (`request`, `start`, `get`,
+`model`, `accepting`, `close`, `shutdown`...), so the API code is the
 same whichever service it gets. What changes is where things live:
 
-* **Tasks and idempotency keys** are in Redis (:mod:`labsupport.redisbackend`),
+* **Tasks and idempotency keys** are in Redis (`labsupport.scaleout.registry`),
   so a task created through one API process is visible through every other,
   and a key sent to two processes still makes one task.
 * **The model** is published to Redis by whoever builds it. Each API process
   keeps the model it serves in memory and a background thread checks the
-  ``model:current`` pointer every ``poll_interval`` seconds (one small MGET),
+  `model:current` pointer every `poll_interval` seconds (one small MGET),
   loading a new version off the event loop; a recommendation never waits for Redis.
   Reading a task that completed with a newer model loads that model at once,
   so "complete" through a process means that process serves it.
-* **Builds** run either in this process (``queue=None``: a daemon thread, as
-  ``RebuildService`` does; the process holds the task's lease and a crash of
-  the process shows as ``interrupted``) or on RQ workers (``queue=``
-  :class:`~labsupport.worker.RQJobQueue`: ``start`` only enqueues, and a dead
-  worker shows as ``failed``). See :mod:`labsupport.worker`.
+* **Builds** run either in this process (`queue=None`: a daemon thread, as
+  `RebuildService` does; the process holds the task's lease and a crash of
+  the process shows as `interrupted`) or on RQ workers (`queue=`
+  `RQJobQueue`: `start` only enqueues, and a dead
+  worker shows as `failed`). See `labsupport.scaleout.rq`.
 
 Shutting down an API process interrupts only the builds it runs itself;
 with RQ, tasks belong to the queue and its workers and carry on.
@@ -38,7 +38,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from labsupport.recommender import Model
-from labsupport.redisbackend import (
+from labsupport.scaleout.registry import (
     Heartbeat,
     RedisTaskRegistry,
     connect_redis,
@@ -57,17 +57,17 @@ from labsupport.tasks import (
 
 __all__ = ["JobQueue", "RedisRebuildService"]
 
-logger = logging.getLogger("labsupport.redisservice")
+logger = logging.getLogger("labsupport.scaleout.service")
 
 
 class JobQueue(Protocol):
-    """Where a service sends rebuilds that run elsewhere: :class:`~labsupport.worker.RQJobQueue`."""
+    """Where a service sends rebuilds that run elsewhere: `RQJobQueue`."""
 
     def enqueue(self, task_id: str, settings: Mapping[str, Any]) -> None:
-        """Queue a job that builds ``task_id`` with these settings."""
+        """Queue a job that builds `task_id` with these settings."""
 
     def job_state(self, task_id: str, grace: float) -> str | None:
-        """Return ``None`` while the task's job may still run, else why it never will."""
+        """Return `None` while the task's job may still run, else why it never will."""
 
 
 class RedisRebuildService:
@@ -75,19 +75,19 @@ class RedisRebuildService:
 
     Args:
         store: Where ratings are read from (a SQLite file every process opens).
-        registry: The Redis storage (see :meth:`from_url` to make both at once).
+        registry: The Redis storage (see `from_url` to make both at once).
         queue: Send builds to a job queue instead of running them here.
-        build: The builder for builds run here; ``build_model`` by default.
-        build_options: Keyword arguments for ``build_model`` (``rank``...),
+        build: The builder for builds run here; `build_model` by default.
+        build_options: Keyword arguments for `build_model` (`rank`...),
             also sent with queued jobs.
-        build_delay: Extra seconds per build, so ``running`` is visible in class
+        build_delay: Extra seconds per build, so `running` is visible in class
             (sent with queued jobs too).
-        executor: ``"auto"``, ``"thread"`` or ``"process"``: where the builds
-            of this process run (as in :class:`~labsupport.tasks.RebuildService`).
-        poll_interval: How often the ``model:current`` pointer is checked.
+        executor: `"auto"`, `"thread"` or `"process"`: where the builds
+            of this process run (as in `RebuildService`).
+        poll_interval: How often the `model:current` pointer is checked.
         task_id_factory: Makes task ids (random UUIDs by default; ids must be
             unique across every process sharing the Redis).
-        owns_client: Close the registry's Redis client at :meth:`shutdown`.
+        owns_client: Close the registry's Redis client at `shutdown`.
     """
 
     def __init__(
@@ -151,20 +151,20 @@ class RedisRebuildService:
         lease_ttl: float = 10.0,
         **options: Any,
     ) -> RedisRebuildService:
-        """Connect to Redis at ``url`` and make a service on it.
+        """Connect to Redis at `url` and make a service on it.
 
         Args:
-            url: A ``redis://host:port/db`` URL.
+            url: A `redis://host:port/db` URL.
             store: Where ratings are read from.
-            queue: ``"none"`` (build in this process) or ``"rq"`` (enqueue for
-                ``python -m labsupport worker``).
+            queue: `"none"` (build in this process) or `"rq"` (enqueue for
+                `python -m labsupport worker`).
             prefix: First part of every key.
-            lease_ttl: See :class:`~labsupport.redisbackend.RedisTaskRegistry`.
-            **options: Passed to the constructor (``build_delay``, ``executor``...).
+            lease_ttl: See `RedisTaskRegistry`.
+            **options: Passed to the constructor (`build_delay`, `executor`...).
 
         Raises:
-            RedisUnavailableError: nothing answered at ``url``.
-            MissingRedisError: the ``redis`` package is not installed.
+            RedisUnavailableError: nothing answered at `url`.
+            MissingRedisError: the `redis` package is not installed.
         """
         if queue not in ("none", "rq"):
             msg = f"queue must be 'none' or 'rq', got {queue!r}"
@@ -173,7 +173,7 @@ class RedisRebuildService:
         registry = RedisTaskRegistry(client, prefix=prefix, lease_ttl=lease_ttl)
         job_queue: JobQueue | None = None
         if queue == "rq":
-            from labsupport.worker import RQJobQueue
+            from labsupport.scaleout.rq import RQJobQueue
 
             job_queue = RQJobQueue(client)
         return cls(store, registry, queue=job_queue, owns_client=True, **options)
@@ -186,7 +186,7 @@ class RedisRebuildService:
 
     @property
     def model(self) -> Model | None:
-        """The model this process serves (``None`` before the first build anywhere)."""
+        """The model this process serves (`None` before the first build anywhere)."""
         return self._model
 
     @property
@@ -195,11 +195,11 @@ class RedisRebuildService:
         return self._accepting
 
     def get(self, task_id: str) -> Task | None:
-        """Return the task as every process sees it, or ``None`` if unknown.
+        """Return the task as every process sees it, or `None` if unknown.
 
         An unfinished task nobody is working on any more is settled first
-        (``interrupted`` or ``failed``), so a dead builder's task never reads
-        ``running`` for longer than the lease TTL.
+        (`interrupted` or `failed`), so a dead builder's task never reads
+        `running` for longer than the lease TTL.
         """
         task = self.registry.get(task_id)
         if task is not None and not task.done and self._reap(task_id):
@@ -225,7 +225,7 @@ class RedisRebuildService:
         return max(0, self.store.ratings_version() - self._model_ratings_version)
 
     def refresh_model(self) -> Model | None:
-        """Load the model ``model:current`` names, if it is not the one served; return it.
+        """Load the model `model:current` names, if it is not the one served; return it.
 
         When the named version has expired (or cannot be read) the served
         model stays and a warning is logged.
@@ -248,11 +248,10 @@ class RedisRebuildService:
     def request(self, idempotency_key: str | None = None) -> tuple[Task, bool]:
         """Ask for a rebuild; return the task that will do it and whether it is new.
 
-        The rules of :meth:`RebuildService.request
-        <labsupport.tasks.RebuildService.request>`, kept across processes: a
+        The rules of `RebuildService.request`, kept across processes: a
         key seen within the TTL returns its task; otherwise a queued task is
         joined; otherwise a new task is queued. Only a new task needs
-        :meth:`start`.
+        `start`.
 
         Raises:
             ServiceClosedError: this process is shutting down.
@@ -277,7 +276,7 @@ class RedisRebuildService:
         return task, created
 
     def reuses(self, idempotency_key: str | None = None) -> bool:
-        """Say whether :meth:`request` would return a task that exists already.
+        """Say whether `request` would return a task that exists already.
 
         It would for a key that made a task (a replay), and whenever a task is
         queued (the request joins it): such requests start no build.
@@ -294,7 +293,7 @@ class RedisRebuildService:
     def start(self, task_id: str) -> threading.Thread | None:
         """Start a new task's build and return at once.
 
-        With a job queue this enqueues the job (and returns ``None``);
+        With a job queue this enqueues the job (and returns `None`);
         otherwise the build runs on a daemon thread of this process, which is
         returned.
         """
@@ -321,7 +320,7 @@ class RedisRebuildService:
         }
 
     def rebuild_now(self, timeout: float = 600.0) -> Task:
-        """Request a rebuild and wait for it (at most ``timeout`` seconds); return the task.
+        """Request a rebuild and wait for it (at most `timeout` seconds); return the task.
 
         Without a job queue a new task is built in the calling thread; with
         one it waits for a worker. A server must not call this from a request
@@ -335,7 +334,7 @@ class RedisRebuildService:
         return self.wait(task.task_id, timeout)
 
     def wait(self, task_id: str, timeout: float = 600.0) -> Task:
-        """Poll until a task reaches a final state or ``timeout`` seconds pass; return it.
+        """Poll until a task reaches a final state or `timeout` seconds pass; return it.
 
         Raises:
             KeyError: no task has this id.
@@ -362,19 +361,19 @@ class RedisRebuildService:
                 self._changed.notify_all()
 
     def wait_idle(self, timeout: float | None = None) -> bool:
-        """Wait until no build runs in this process (or ``timeout`` passes); return whether idle."""
+        """Wait until no build runs in this process (or `timeout` passes); return whether idle."""
         with self._changed:
             return self._changed.wait_for(lambda: self._active == 0, timeout)
 
     def shutdown(self, grace: float = 5.0) -> list[Task]:
-        """Refuse new rebuilds, give this process's builds ``grace`` seconds, interrupt the rest.
+        """Refuse new rebuilds, give this process's builds `grace` seconds, interrupt the rest.
 
         Only tasks this process builds are touched: with a job queue, queued
         and running tasks belong to the workers and carry on. The grace period
-        counts from :meth:`close` when that was called first.
+        counts from `close` when that was called first.
 
         Returns:
-            The tasks marked ``interrupted``.
+            The tasks marked `interrupted`.
         """
         self.close()
         self.wait_idle(max(0.0, self._closed_at + grace - time.monotonic()))

@@ -1,16 +1,16 @@
 """Show rebuilds and their results readably: a live progress bar and small HTML tables.
 
-- :class:`ProgressBar` (usually through ``poll_task(..., progress=True)`` or
-  :func:`progress_bar`) follows a rebuild task from 0 to 100 %, driven by
-  the ``progress`` field of each status body. It is a ``tqdm.auto`` bar: a
+- `ProgressBar` (usually through `poll_task(..., progress=True)` or
+  `progress_bar`) follows a rebuild task from 0 to 100 %, driven by
+  the `progress` field of each status body. It is a `tqdm.auto` bar: a
   widget in JupyterLab, a line of text on stderr in a terminal.
-- :func:`recommendation_table` turns a top-k list into a
-  :class:`Recommendations` list, which a notebook shows as a table of titles
-  (``_repr_html_``) and ``print`` shows as aligned text.
-- :func:`html_table` and :func:`text_table` draw both kinds of table; models
-  use them for their own summary (``Model._repr_html_``).
+- `recommendation_table` turns a top-k list into a
+  `Recommendations` list, which a notebook shows as a table of titles
+  (`_repr_html_`) and `print` shows as aligned text.
+- `html_table` and `text_table` draw both kinds of table; models
+  use them for their own summary (`Model._repr_html_`).
 
-Every piece of text that reaches HTML is escaped with :func:`html.escape`:
+Every piece of text that reaches HTML is escaped with `html.escape`:
 movie titles come from users.
 
 Stored notebook outputs stay the same on every run: a bar's text form is a
@@ -21,7 +21,6 @@ time only as "under 1 s" or in tenths of a second.
 from __future__ import annotations
 
 import functools
-import html
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import IO, Any
@@ -29,15 +28,13 @@ from typing import IO, Any
 import numpy as np
 
 from labsupport.recommender import Model, recommend
+from labsupport.tables import html_table, text_table
 
 __all__ = [
     "ProgressBar",
     "Recommendations",
-    "about_seconds",
-    "html_table",
     "progress_bar",
     "recommendation_table",
-    "text_table",
 ]
 
 _TOTAL = 100
@@ -52,85 +49,11 @@ _BAR_FALLBACK = "{desc}: a live progress bar, 0 to 100 %, drawn while the cell r
 # --- tables -----------------------------------------------------------------------
 
 
-def html_table(
-    rows: Iterable[Sequence[object]],
-    *,
-    header: Sequence[str] | None = None,
-    caption: str | None = None,
-) -> str:
-    """Return a small HTML table; every cell, header and the caption are escaped.
-
-    Args:
-        rows: One sequence of cells per row; each cell is shown with ``str()``.
-        header: Column names, or ``None`` for a table of label/value rows
-            (the first cell of each row is then a row header).
-        caption: A line above the table.
-
-    Returns:
-        The ``<table>`` element, ready for ``_repr_html_``.
-    """
-    parts = ["<table>"]
-    if caption:
-        parts.append(f'<caption style="text-align:left">{html.escape(caption)}</caption>')
-    if header is not None:
-        cells = "".join(f"<th>{html.escape(str(name))}</th>" for name in header)
-        parts.append(f"<thead><tr>{cells}</tr></thead>")
-    parts.append("<tbody>")
-    for row in rows:
-        cells = "".join(
-            f'<th style="text-align:left">{html.escape(str(cell))}</th>'
-            if header is None and i == 0
-            else f'<td style="text-align:left">{html.escape(str(cell))}</td>'
-            for i, cell in enumerate(row)
-        )
-        parts.append(f"<tr>{cells}</tr>")
-    parts.append("</tbody></table>")
-    return "".join(parts)
-
-
-def text_table(
-    rows: Iterable[Sequence[object]],
-    *,
-    header: Sequence[str],
-    caption: str | None = None,
-) -> str:
-    """Return the same table as plain text, columns aligned with spaces.
-
-    Args:
-        rows: One sequence of cells per row.
-        header: Column names.
-        caption: A first line above the table.
-
-    Returns:
-        The lines of the table, joined by newlines (no trailing newline).
-    """
-    table = [[str(name) for name in header], *([str(cell) for cell in row] for row in rows)]
-    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-    lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
-        for line in table
-    ]
-    return "\n".join([caption, *lines] if caption else lines)
-
-
-def about_seconds(seconds: float) -> str:
-    """Describe a duration the same way on every run of a small notebook.
-
-    Args:
-        seconds: A measured duration.
-
-    Returns:
-        ``"under 1 s"`` below one second (a notebook's tiny builds always
-        are), otherwise the seconds to one decimal, such as ``"17.3 s"``.
-    """
-    return "under 1 s" if seconds < 1 else f"{seconds:.1f} s"
-
-
 # --- recommendations ----------------------------------------------------------------
 
 
 def _movie_fields(value: Any) -> tuple[str, str, str]:
-    """Return ``(title, year, genre)`` of a Movie, a dict, a title string or ``None``."""
+    """Return `(title, year, genre)` of a Movie, a dict, a title string or `None`."""
     if value is None:
         return "(not in the catalogue)", "", ""
     if isinstance(value, str):
@@ -147,7 +70,7 @@ def _movie_fields(value: Any) -> tuple[str, str, str]:
 
 
 def _lookup(movies: Any) -> Callable[[int], Any]:
-    """Turn a store, a mapping, a DataFrame or an iterable of movies into ``id -> movie``."""
+    """Turn a store, a mapping, a DataFrame or an iterable of movies into `id -> movie`."""
     get_movie = getattr(movies, "get_movie", None)
     if callable(get_movie):  # a labsupport Store
         return lambda movie_id: get_movie(movie_id)
@@ -164,13 +87,13 @@ class Recommendations(list[int]):
     """Movie ids, best first, that a notebook shows as a table of titles.
 
     For everything else it is the plain list of ids: it compares equal to
-    ``[45, 44, ...]``, indexes, slices and serialises to JSON like one.
-    Make one with :func:`recommendation_table`.
+    `[45, 44, ...]`, indexes, slices and serialises to JSON like one.
+    Make one with `recommendation_table`.
 
     Attributes:
         caption: The line above the table.
-        rows: One ``(rank, id, title, year, genre, their rating)`` tuple per
-            movie, all strings; the last is the user's own score, or ``""``.
+        rows: One `(rank, id, title, year, genre, their rating)` tuple per
+            movie, all strings; the last is the user's own score, or `""`.
     """
 
     caption: str
@@ -208,17 +131,17 @@ def recommendation_table(
 ) -> Recommendations:
     """Return a top-k list that displays as a table of titles.
 
-    Given a model, the list is ``recommend(model, user_id, limit,
-    exclude_rated)`` and the "their rating" column shows the user's own scores
+    Given a model, the list is `recommend(model, user_id, limit,
+    exclude_rated)` and the "their rating" column shows the user's own scores
     from the model's ratings. Given ids (say, the JSON of
-    ``GET /recommendations/{user_id}``), they are shown as they are.
+    `GET /recommendations/{user_id}`), they are shown as they are.
 
     Args:
-        source: A :class:`~labsupport.recommender.Model`, or movie ids best first.
-        movies: Where titles come from: a :class:`~labsupport.store.Store`,
-            the list of :func:`~labsupport.data.catalogue_movies`, a mapping
+        source: A `Model`, or movie ids best first.
+        movies: Where titles come from: a `Store`,
+            the list of `catalogue_movies`, a mapping
             of id to movie (or to a title), or a DataFrame indexed by id with
-            ``title``, ``year`` and ``genre`` columns.
+            `title`, `year` and `genre` columns.
         user_id: Whose list it is; needed with a model.
         limit: How many ids to ask the model for.
         exclude_rated: With a model, leave out movies the user already rated.
@@ -228,10 +151,10 @@ def recommendation_table(
             the model version.
 
     Returns:
-        The ids as a :class:`Recommendations` list.
+        The ids as a `Recommendations` list.
 
     Raises:
-        ValueError: a model was given without a ``user_id``.
+        ValueError: a model was given without a `user_id`.
     """
     version = None
     if isinstance(source, Model):
@@ -261,7 +184,7 @@ def recommendation_table(
 
 
 def _own_ratings(model: Model, user_id: int) -> dict[int, float]:
-    """Return the scores ``user_id`` gave, by movie id, as stored in the model."""
+    """Return the scores `user_id` gave, by movie id, as stored in the model."""
     row = int(np.searchsorted(model.user_ids, user_id))
     if row == len(model.user_ids) or model.user_ids[row] != user_id:
         return {}
@@ -279,7 +202,7 @@ def _score(value: float | None) -> str:
 
 @functools.cache
 def _bar_class() -> type[Any]:
-    """``tqdm.auto.tqdm`` without its monitor thread (imported on first use only)."""
+    """`tqdm.auto.tqdm` without its monitor thread (imported on first use only)."""
     from tqdm.auto import tqdm
 
     class Bar(tqdm):  # type: ignore[misc]  # tqdm ships no type hints: its class is Any
@@ -296,16 +219,16 @@ def _is_widget_bar(cls: type[Any]) -> bool:
 class ProgressBar:
     """A 0 to 100 % bar that follows a rebuild task: call it with each status body.
 
-    It reads ``progress`` (0 to 1) and ``status`` from every body, shows
-    ``"<task id> <status>"`` as its description, and jumps to 100 % on
-    ``complete``. Pass it as ``on_status`` to
-    :func:`~labsupport.retry.poll_task`, or let ``poll_task(...,
-    progress=True)`` make one. Closing it leaves the bar on screen: green
+    It reads `progress` (0 to 1) and `status` from every body, shows
+    `"<task id> <status>"` as its description, and jumps to 100 % on
+    `complete`. Pass it as `on_status` to
+    `poll_task`, or let `poll_task(...,
+    progress=True)` make one. Closing it leaves the bar on screen: green
     at 100 %, red if the task stopped short (failed or interrupted).
 
     In JupyterLab the bar is an ipywidgets widget; the saved notebook keeps a
     fixed sentence in its place, so stored outputs do not change between
-    runs. In a terminal it is a text line on stderr (or on ``file``).
+    runs. In a terminal it is a text line on stderr (or on `file`).
 
     Args:
         desc: The description before the first status arrives.
@@ -350,11 +273,11 @@ class ProgressBar:
 
     @property
     def closed(self) -> bool:
-        """Whether :meth:`close` has run."""
+        """Whether `close` has run."""
         return bool(self._bar.disable)  # tqdm disables a bar as it closes it
 
     def __call__(self, body: Mapping[str, Any]) -> None:
-        """Move the bar to a status body's ``progress`` and show its status."""
+        """Move the bar to a status body's `progress` and show its status."""
         status = str(body.get("status", "?"))
         self.statuses.append(status)
         progress = body.get("progress")
@@ -393,7 +316,7 @@ class ProgressBar:
 def progress_bar(
     desc: str = "rebuild", *, leave: bool = True, file: IO[str] | None = None
 ) -> ProgressBar:
-    """Return a :class:`ProgressBar`; use it in a ``with`` block so it is closed.
+    """Return a `ProgressBar`; use it in a `with` block so it is closed.
 
     ::
 

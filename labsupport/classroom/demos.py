@@ -1,39 +1,39 @@
 """Throwaway movie services that rebuild their model four ways, and a load recorder.
 
 Notebook 01 measures what a rebuild does to *other* requests. Each demo app
-has the same three endpoints and differs only in where ``POST /rebuild`` runs
-the build (:func:`labsupport.recommender.build_model`):
+has the same three endpoints and differs only in where `POST /rebuild` runs
+the build (`labsupport.recommender.build_model`):
 
 ==============  =================================================================
 mode            where the build runs
 ==============  =================================================================
-``blocking``    inside the ``async def`` POST handler, before it answers (the
+`blocking`    inside the `async def` POST handler, before it answers (the
                 seed's build-on-a-cache-miss): the caller waits, and so does
                 every other request, because the event loop is busy
-``async_task``  in an ``async def`` function given to ``BackgroundTasks``: the
+`async_task`  in an `async def` function given to `BackgroundTasks`: the
                 POST answers 202 at once, then the build runs *on the event
                 loop* and freezes every other request
-``sync_task``   in a plain ``def`` function given to ``BackgroundTasks``:
+`sync_task`   in a plain `def` function given to `BackgroundTasks`:
                 Starlette runs it in its thread pool, so the loop stays free
-``executor``    in a separate process (:class:`~concurrent.futures.ProcessPoolExecutor`),
+`executor`    in a separate process (`ProcessPoolExecutor`),
                 awaited from the loop: no shared loop, no shared GIL
 ==============  =================================================================
 
-Endpoints: ``GET /ping`` (answers at once: it measures whether the loop is
-free), ``GET /recommendations/{user_id}`` and ``POST /rebuild``. The app keeps
-a :class:`BuildLog` in ``app.state.builds`` with the start and end of every
+Endpoints: `GET /ping` (answers at once: it measures whether the loop is
+free), `GET /recommendations/{user_id}` and `POST /rebuild`. The app keeps
+a `BuildLog` in `app.state.builds` with the start and end of every
 build.
 
-:func:`record_requests` runs a few client threads against a server, each
-sending a request, waiting ``interval`` seconds, and so on, and returns one
-row per request. :func:`run_demo` does the whole experiment for one mode:
+`record_requests` runs a few client threads against a server, each
+sending a request, waiting `interval` seconds, and so on, and returns one
+row per request. `run_demo` does the whole experiment for one mode:
 start the server, record, POST a rebuild part-way through, wait for the build,
 stop the server.
 
 Everything here is a teaching instrument: the real service
-(:mod:`labsupport.tasks`) runs its builds on a worker thread, like
-``sync_task``. All times are in seconds, measured with
-:func:`time.perf_counter`.
+(`labsupport.tasks`) runs its builds on a worker thread, like
+`sync_task`. All times are in seconds, measured with
+`time.perf_counter`.
 """
 
 from __future__ import annotations
@@ -83,14 +83,14 @@ FREE_FRACTION = 0.25
 """Requests "kept flowing" if their 90th percentile stayed under this share of the build."""
 
 BuildTask = Callable[[Callable[[], None]], Any]
-"""A background rebuild: called with ``build``, a no-argument function that rebuilds."""
+"""A background rebuild: called with `build`, a no-argument function that rebuilds."""
 
 
 class BuildLog:
     """The start and end of each build a demo app ran, thread-safe.
 
-    Times are :func:`time.perf_counter` readings, the clock
-    :func:`record_requests` uses, so the two line up.
+    Times are `time.perf_counter` readings, the clock
+    `record_requests` uses, so the two line up.
     """
 
     def __init__(self) -> None:
@@ -104,7 +104,7 @@ class BuildLog:
             return len(self._windows) - 1
 
     def finish(self, number: int) -> None:
-        """Record that build ``number`` ended now (failed builds end too)."""
+        """Record that build `number` ended now (failed builds end too)."""
         with self._changed:
             self._windows[number][1] = time.perf_counter()
             self._changed.notify_all()
@@ -116,7 +116,7 @@ class BuildLog:
             return any(end is None for _, end in self._windows)
 
     def settled(self, quiet: float = 0.0) -> bool:
-        """Return whether at least one build ran, none is running, and ``quiet`` seconds passed."""
+        """Return whether at least one build ran, none is running, and `quiet` seconds passed."""
         with self._changed:
             if not self._windows or any(end is None for _, end in self._windows):
                 return False
@@ -124,12 +124,12 @@ class BuildLog:
             return time.perf_counter() - last >= quiet
 
     def wait(self, timeout: float) -> bool:
-        """Wait until no build is running; return False if ``timeout`` ran out first."""
+        """Wait until no build is running; return False if `timeout` ran out first."""
         with self._changed:
             return self._changed.wait_for(lambda: not self.running, timeout)
 
     def windows(self, origin: float = 0.0) -> list[tuple[float, float]]:
-        """Return the finished builds as ``(start, end)``, measured from ``origin``."""
+        """Return the finished builds as `(start, end)`, measured from `origin`."""
         with self._changed:
             return [
                 (start - origin, end - origin)
@@ -139,7 +139,7 @@ class BuildLog:
 
 
 def _limited_build(ratings: Any, rank: int, seed: int, threads: int | None) -> Model:
-    """Build a model, with the BLAS thread pool capped at ``threads`` (None: no cap)."""
+    """Build a model, with the BLAS thread pool capped at `threads` (None: no cap)."""
     if threads is None:
         return build_model(ratings, rank=rank, seed=seed)
     from threadpoolctl import threadpool_limits
@@ -158,12 +158,12 @@ def _warm_up() -> bool:
 
 
 def process_pool() -> ProcessPoolExecutor:
-    """Start a one-worker process pool for ``executor`` builds and wait until it is ready.
+    """Start a one-worker process pool for `executor` builds and wait until it is ready.
 
-    The worker is started with ``spawn`` (a fresh Python, the same on Linux,
+    The worker is started with `spawn` (a fresh Python, the same on Linux,
     macOS and Windows) and imports the recommender before this returns,
     which takes a second or two: do it once, before measuring anything.
-    Shut the pool down with ``pool.shutdown()`` when you are done.
+    Shut the pool down with `pool.shutdown()` when you are done.
 
     Returns:
         The ready pool.
@@ -183,38 +183,38 @@ def make_demo_app(
     task: BuildTask | None = None,
     pool: ProcessPoolExecutor | None = None,
 ) -> FastAPI:
-    """Build a small FastAPI app whose ``POST /rebuild`` runs the build as ``mode`` says.
+    """Build a small FastAPI app whose `POST /rebuild` runs the build as `mode` says.
 
     The model is swapped in with one assignment when a build ends;
-    ``GET /recommendations/{user_id}`` answers from it (an empty list before
-    the first build, except in ``blocking`` mode, which builds right there,
-    as the seed's ``recommend_for_user`` did on a cache miss). The
-    ``executor`` app builds in ``pool``; without one it starts its own
-    (:func:`process_pool`) when the server starts and stops it when the
+    `GET /recommendations/{user_id}` answers from it (an empty list before
+    the first build, except in `blocking` mode, which builds right there,
+    as the seed's `recommend_for_user` did on a cache miss). The
+    `executor` app builds in `pool`; without one it starts its own
+    (`process_pool`) when the server starts and stops it when the
     server stops.
 
     Args:
-        mode: One of :data:`MODES`.
-        ratings: What the build uses: anything ``build_model`` accepts.
-        rank: Rank passed to ``build_model``.
-        seed: Seed passed to ``build_model``.
-        build_threads: Cap on the BLAS threads a build may use (``None``: no
+        mode: One of `MODES`.
+        ratings: What the build uses: anything `build_model` accepts.
+        rank: Rank passed to `build_model`.
+        seed: Seed passed to `build_model`.
+        build_threads: Cap on the BLAS threads a build may use (`None`: no
             cap). One thread leaves a core for the server on a small machine.
-        task: For ``async_task`` and ``sync_task``: your own background
+        task: For `async_task` and `sync_task`: your own background
             function instead of the built-in one. FastAPI calls it with one
-            argument, ``build``, a plain function that builds the model,
-            swaps it in and logs the build. An ``async def`` task runs on the
-            event loop; a plain ``def`` one runs in the thread pool.
-        pool: For ``executor``: a ready pool from :func:`process_pool`,
+            argument, `build`, a plain function that builds the model,
+            swaps it in and logs the build. An `async def` task runs on the
+            event loop; a plain `def` one runs in the thread pool.
+        pool: For `executor`: a ready pool from `process_pool`,
             which the app uses and leaves running.
 
     Returns:
-        The app; ``app.state.builds`` is its :class:`BuildLog` and
-        ``app.state.model`` the serving model (``None`` before a build).
+        The app; `app.state.builds` is its `BuildLog` and
+        `app.state.model` the serving model (`None` before a build).
 
     Raises:
-        ValueError: if ``mode`` is unknown, or ``task`` is given for a mode
-            other than ``async_task`` or ``sync_task``.
+        ValueError: if `mode` is unknown, or `task` is given for a mode
+            other than `async_task` or `sync_task`.
     """
     if mode not in MODES:
         msg = f"unknown mode {mode!r}; choose one of {', '.join(MODES)}"
@@ -282,7 +282,7 @@ def make_demo_app(
 
     @app.post("/rebuild")
     async def rebuild(tasks: BackgroundTasks, response: Response) -> dict[str, str]:
-        """Rebuild the model: inline (``blocking``) or as a background task."""
+        """Rebuild the model: inline (`blocking`) or as a background task."""
         if mode == "blocking":
             build()
             return {"status": "complete"}
@@ -313,13 +313,13 @@ def record_requests(
 ) -> pd.DataFrame:
     """Send GET requests from a few client threads and time every one.
 
-    Each client (its own thread and ``httpx.Client``) sends ``GET url+path``,
-    waits for the answer, pauses ``interval`` seconds, and repeats. Clients
-    start ``interval / n_clients`` apart. A client stops starting new
-    requests once ``duration`` has passed and ``until()`` (if given) is true,
-    or after ``n_requests`` requests, or after ``max_duration`` whatever
-    ``until`` says; a request already sent is always waited for (at most
-    ``timeout``). Failed requests are kept, with status 0.
+    Each client (its own thread and `httpx.Client`) sends `GET url+path`,
+    waits for the answer, pauses `interval` seconds, and repeats. Clients
+    start `interval / n_clients` apart. A client stops starting new
+    requests once `duration` has passed and `until()` (if given) is true,
+    or after `n_requests` requests, or after `max_duration` whatever
+    `until` says; a request already sent is always waited for (at most
+    `timeout`). Failed requests are kept, with status 0.
 
     Args:
         url: The server's base URL.
@@ -328,23 +328,23 @@ def record_requests(
         duration: Minimum length of the recording.
         n_requests: Cap on the requests each client sends.
         interval: Pause after each answer before the next request.
-        during: Something to do once, ``during_at`` seconds in, from its own
+        during: Something to do once, `during_at` seconds in, from its own
             thread and timed like a request: a path to POST (such as
-            ``"/rebuild"``) or any function of no arguments.
-        during_at: When to do ``during``.
-        until: Keep recording after ``duration`` until this returns true
+            `"/rebuild"`) or any function of no arguments.
+        during_at: When to do `during`.
+        until: Keep recording after `duration` until this returns true
             (for example until a rebuild has finished).
         max_duration: Hard cap on the recording.
         timeout: Timeout of each request.
-        origin: The :func:`time.perf_counter` reading that counts as time 0
+        origin: The `time.perf_counter` reading that counts as time 0
             (the start of the recording by default).
 
     Returns:
         One row per request, in start order, with the columns of
-        :data:`COLUMNS` (``mode`` is empty): ``client`` is ``"client 1"``...
-        or ``"POST /rebuild"`` for ``during``; ``start``, ``end`` and
-        ``latency`` in seconds; ``status`` the HTTP status (0: no answer).
-        ``df.attrs["origin"]`` holds the origin.
+        `COLUMNS` (`mode` is empty): `client` is `"client 1"`...
+        or `"POST /rebuild"` for `during`; `start`, `end` and
+        `latency` in seconds; `status` the HTTP status (0: no answer).
+        `df.attrs["origin"]` holds the origin.
 
     Raises:
         ValueError: if a count or time is out of range.
@@ -418,13 +418,13 @@ def record_requests(
 
 @dataclass(frozen=True, eq=False)
 class DemoRun:
-    """What :func:`run_demo` measured for one mode.
+    """What `run_demo` measured for one mode.
 
     Attributes:
-        mode: The mode (one of :data:`MODES`).
-        requests: One row per request (columns :data:`COLUMNS`), times in
+        mode: The mode (one of `MODES`).
+        requests: One row per request (columns `COLUMNS`), times in
             seconds from the start of the recording.
-        builds: ``(start, end)`` of each build, on the same clock.
+        builds: `(start, end)` of each build, on the same clock.
     """
 
     mode: str
@@ -450,12 +450,12 @@ class DemoRun:
     def verdicts(self) -> dict[str, bool]:
         """Judge the measurement with generous thresholds (robust on a busy laptop).
 
-        * ``post_waited``: the ``POST /rebuild`` took more than
-          :data:`BLOCKED_FRACTION` of the build.
-        * ``ping_waited``: some request that overlapped the build took more
-          than :data:`BLOCKED_FRACTION` of the build.
-        * ``kept_flowing``: the requests that overlapped the build had a 90th
-          percentile latency under :data:`FREE_FRACTION` of the build (false
+        * `post_waited`: the `POST /rebuild` took more than
+          `BLOCKED_FRACTION` of the build.
+        * `ping_waited`: some request that overlapped the build took more
+          than `BLOCKED_FRACTION` of the build.
+        * `kept_flowing`: the requests that overlapped the build had a 90th
+          percentile latency under `FREE_FRACTION` of the build (false
           when no request overlapped it).
 
         Returns:
@@ -505,19 +505,19 @@ def run_demo(
 ) -> DemoRun:
     """Measure what one rebuild does to other requests, for one mode.
 
-    Starts :func:`make_demo_app` on 127.0.0.1 (a free port), records
-    requests with :func:`record_requests`, POSTs ``/rebuild`` ``lead``
-    seconds in, keeps recording until the build has been over for ``tail``
-    seconds (at most ``max_duration``), then stops the server, whatever
+    Starts `make_demo_app` on 127.0.0.1 (a free port), records
+    requests with `record_requests`, POSTs `/rebuild` `lead`
+    seconds in, keeps recording until the build has been over for `tail`
+    seconds (at most `max_duration`), then stops the server, whatever
     happened.
 
     Args:
-        mode: One of :data:`MODES`.
+        mode: One of `MODES`.
         ratings: What the build uses.
-        rank: Rank passed to ``build_model``.
-        seed: Seed passed to ``build_model``.
-        task: Your own background function (see :func:`make_demo_app`).
-        pool: A ready process pool for ``executor`` (see :func:`make_demo_app`).
+        rank: Rank passed to `build_model`.
+        seed: Seed passed to `build_model`.
+        task: Your own background function (see `make_demo_app`).
+        pool: A ready process pool for `executor` (see `make_demo_app`).
         build_threads: Cap on BLAS threads during a build.
         n_clients: Number of client threads.
         interval: Pause between a client's requests.
@@ -551,7 +551,7 @@ def run_demo(
 
 
 def verdict_table(runs: Mapping[str, DemoRun] | Sequence[DemoRun]) -> pd.DataFrame:
-    """Return one row of :meth:`DemoRun.verdicts` per run, indexed by mode.
+    """Return one row of `DemoRun.verdicts` per run, indexed by mode.
 
     The booleans are the same on every run of a healthy machine, so a
     notebook can print this table and check it.

@@ -1,38 +1,38 @@
 """Rebuilds on a real job queue: RQ (Redis Queue) workers.
 
-``python -m labsupport serve --redis URL --queue rq`` makes the API enqueue each
-new rebuild instead of building it; ``python -m labsupport worker --redis URL
---db PATH`` runs a worker that builds them. Start as many workers as you like,
+`python -m labsupport serve --redis URL --queue rq` makes the API enqueue each
+new rebuild instead of building it; `python -m labsupport worker --redis URL
+--db PATH` runs a worker that builds them. Start as many workers as you like,
 on this machine or (with a shared database) on others.
 
 Why RQ: it needs nothing but the Redis the API already shares; it runs each
 job in a freshly forked process (the "work horse"), so a build that leaks
 memory or crashes takes nothing else down; and its job states map onto the
-task states: ``queued -> started -> finished | failed``. A task's id is its
-job's id, so ``rq info`` and the status endpoint name the same things. Jobs
-are stored as JSON (RQ's ``JSONSerializer``), not pickle: nothing read from
-Redis is ever unpickled, as in :mod:`labsupport.rediscache`.
+task states: `queued -> started -> finished | failed`. A task's id is its
+job's id, so `rq info` and the status endpoint name the same things. Jobs
+are stored as JSON (RQ's `JSONSerializer`), not pickle: nothing read from
+Redis is ever unpickled, as in `labsupport.scaleout.cache`.
 
-The task state stays in :mod:`labsupport.redisbackend`: the job claims its
-task's lease, refreshes it every quarter of ``lease_ttl`` from a thread, and
+The task state stays in `labsupport.scaleout.registry`: the job claims its
+task's lease, refreshes it every quarter of `lease_ttl` from a thread, and
 publishes its model with the same atomic step an API process uses. When a
 worker dies mid-build:
 
-* **RQ alone is slow to notice.** RQ marks an abandoned job ``failed`` only once
+* **RQ alone is slow to notice.** RQ marks an abandoned job `failed` only once
   its execution's heartbeat has expired, at least 60 s later, and only when a
   worker next cleans its registries.
 * **Killing the worker does not kill its build.** The work horse runs in its own
   process group, so after a SIGKILL of the worker it carries on as an orphan
-  (measured with RQ 3.0.0: it finished the job and RQ recorded ``finished``).
+  (measured with RQ 3.0.0: it finished the job and RQ recorded `finished`).
   Here the job's heartbeat thread checks that its worker is alive and ends
   the horse when it is not, as the loss of the machine would.
-* **The task reads ``failed`` about ``lease_ttl`` seconds later** (10 by
-  default; ``serve --lease-ttl``): with no heartbeat the lease lapses, and the
-  next reader of the task settles it. It never reads ``running`` for ever,
+* **The task reads `failed` about `lease_ttl` seconds later** (10 by
+  default; `serve --lease-ttl`): with no heartbeat the lease lapses, and the
+  next reader of the task settles it. It never reads `running` for ever,
   and a new rebuild can start at once.
 
 A worker stopped with SIGTERM or Ctrl-C finishes its current build first (RQ's
-warm shutdown); a second signal kills the build, and its task reads ``failed``.
+warm shutdown); a second signal kills the build, and its task reads `failed`.
 
 All times are in seconds.
 """
@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 from labsupport.errors import LabError
 from labsupport.recommender import build_model
-from labsupport.redisbackend import Heartbeat, RedisTaskRegistry, connect_redis, run_build
+from labsupport.scaleout.registry import Heartbeat, RedisTaskRegistry, connect_redis, run_build
 from labsupport.store import SQLiteStore
 from labsupport.tasks import TaskStatus
 
@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DB_ENV", "QUEUE_NAME", "MissingDatabaseError", "RQJobQueue", "run_rebuild", "work"]
 
-logger = logging.getLogger("labsupport.worker")
+logger = logging.getLogger("labsupport.scaleout.rq")
 
 QUEUE_NAME = "labsupport-rebuilds"
 """The RQ queue rebuilds go to."""
@@ -77,10 +77,10 @@ class RQJobQueue:
     """Hand rebuilds to RQ, and tell whether a queued one can still run.
 
     Args:
-        connection: The Redis client (``decode_responses=False``).
+        connection: The Redis client (`decode_responses=False`).
         name: The RQ queue name.
         job_timeout: Longest a job may take, waiting for another build
-            included; RQ stops it after that and its task reads ``failed``.
+            included; RQ stops it after that and its task reads `failed`.
     """
 
     def __init__(
@@ -96,9 +96,9 @@ class RQJobQueue:
         return f"<RQJobQueue {self.queue.name!r}>"
 
     def enqueue(self, task_id: str, settings: Mapping[str, Any]) -> None:
-        """Queue :func:`run_rebuild` for ``task_id``; the job's id is the task's id."""
+        """Queue `run_rebuild` for `task_id`; the job's id is the task's id."""
         self.queue.enqueue_call(
-            "labsupport.worker.run_rebuild",
+            "labsupport.scaleout.rq.run_rebuild",
             kwargs={"task_id": task_id, "max_wait": self.job_timeout / 2, **settings},
             job_id=task_id,
             timeout=int(self.job_timeout),
@@ -108,10 +108,10 @@ class RQJobQueue:
         )
 
     def job_state(self, task_id: str, grace: float) -> str | None:
-        """Return ``None`` while the task's job may still run, else why it never will.
+        """Return `None` while the task's job may still run, else why it never will.
 
         A job waiting in the queue may run; so may one that RQ started less
-        than ``grace`` seconds ago (its lease comes a moment after the start).
+        than `grace` seconds ago (its lease comes a moment after the start).
         """
         from rq.exceptions import NoSuchJobError
         from rq.job import Job
@@ -147,13 +147,12 @@ def run_rebuild(
 ) -> dict[str, Any]:
     """Build and publish the model for one task: the RQ job, run in a work horse.
 
-    The arguments come from the API (:meth:`RedisRebuildService.job_settings
-    <labsupport.redisservice.RedisRebuildService.job_settings>`); the ratings
-    come from the SQLite file named by the ``LABSUPPORT_DB`` environment
-    variable, which ``python -m labsupport worker --db`` sets.
+    The arguments come from the API (`RedisRebuildService.job_settings`); the ratings
+    come from the SQLite file named by the `LABSUPPORT_DB` environment
+    variable, which `python -m labsupport worker --db` sets.
 
     Returns:
-        ``{"task_id", "status", "model_version"}`` (RQ keeps it as the result).
+        `{"task_id", "status", "model_version"}` (RQ keeps it as the result).
 
     Raises:
         RuntimeError: the task did not complete (RQ then marks the job failed,
@@ -225,8 +224,8 @@ def work(
         log_level: RQ's log level.
 
     Raises:
-        MissingDatabaseError: ``db`` does not exist.
-        RedisUnavailableError: nothing answered at ``redis_url``.
+        MissingDatabaseError: `db` does not exist.
+        RedisUnavailableError: nothing answered at `redis_url`.
     """
     from rq import Queue, Worker
     from rq.serializers import JSONSerializer

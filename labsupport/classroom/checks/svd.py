@@ -1,8 +1,8 @@
 """Self-checks for the exercises of the SVD recommender notebook.
 
-Each ``check_*`` function calls the student's function on small inputs,
-compares with a reference answer, prints a ``✔`` line when it matches and
-raises :class:`~labsupport.checks.CheckFailed` with one sentence of help
+Each `check_*` function calls the student's function on small inputs,
+compares with a reference answer, prints a `✔` line when it matches and
+raises `CheckFailed` with one sentence of help
 (what was expected, what to look at) when it does not. Checks never change
 the inputs they are given.
 """
@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from labsupport._types import RatingArrays
-from labsupport.checks import CheckFailed, passed, require
+from labsupport.classroom.checks import CheckFailed, passed, require
 
 __all__ = [
     "check_choose_k",
@@ -61,10 +61,10 @@ def _call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 
 def check_fixed_scores(fixed_scores: Callable[[FloatMatrix], Any]) -> None:
-    """Check ``fixed_scores(matrix)``: the seed's score matrix without the reshape bug.
+    """Check `fixed_scores(matrix)`: the seed's score matrix without the reshape bug.
 
-    The right answer has one score per (user, movie), shape ``(n_users,
-    n_movies)``, and (because the SVD is full rank) equals the input.
+    The right answer has one score per (user, movie), shape `(n_users,
+    n_movies)`, and (because the SVD is full rank) equals the input.
 
     Raises:
         CheckFailed: if the shape or the values are wrong, or it crashes.
@@ -98,7 +98,7 @@ def reference_rank_k(matrix: Any, k: int) -> FloatMatrix:
         k: Number of singular triplets kept; clipped to the matrix's rank.
 
     Returns:
-        ``U[:, :k] * S[:k] @ Vt[:k]``, the same shape as *matrix*.
+        `U[:, :k] * S[:k] @ Vt[:k]`, the same shape as *matrix*.
     """
     array = np.asarray(matrix, dtype=np.float64)
     u, s, vt = np.linalg.svd(array, full_matrices=False)
@@ -106,10 +106,10 @@ def reference_rank_k(matrix: Any, k: int) -> FloatMatrix:
 
 
 def check_rank_k(rank_k: Callable[[FloatMatrix, int], Any]) -> None:
-    """Check ``rank_k(matrix, k)``, the rank-*k* reconstruction, against numpy.
+    """Check `rank_k(matrix, k)`, the rank-*k* reconstruction, against numpy.
 
-    Every ``k`` from 1 to ``min(matrix.shape) - 1`` is tried (the range
-    :func:`scipy.sparse.linalg.svds` accepts), on small matrices of a few
+    Every `k` from 1 to `min(matrix.shape) - 1` is tried (the range
+    `scipy.sparse.linalg.svds` accepts), on small matrices of a few
     shapes; a numpy full-SVD answer passes too.
 
     Raises:
@@ -148,8 +148,8 @@ def reference_choose_k(
     """Return the k with the best validation precision@*top_n* for PureSVD.
 
     The validation split is carved from *train* with
-    ``split_per_user(train, seed=seed)``; each k fits
-    ``build_model(fit, rank=k, method="puresvd", seed=seed)``. Ties go to the
+    `split_per_user(train, seed=seed)`; each k fits
+    `build_model(fit, rank=k, method="puresvd", seed=seed)`. Ties go to the
     smallest k.
 
     Args:
@@ -183,7 +183,7 @@ def reference_choose_k(
 def check_choose_k(
     choose_k: Callable[..., Any], train: RatingArrays, ks: Sequence[int], *, seed: int
 ) -> None:
-    """Check ``choose_k(train, ks, seed=seed)`` against the reference choice.
+    """Check `choose_k(train, ks, seed=seed)` against the reference choice.
 
     The student's function is run on *train* and on a second, small data set
     (the catalogue demo ratings), so an answer typed in by hand does not pass.
@@ -218,10 +218,10 @@ def check_rank_unseen(
     user_ids: Sequence[int],
     movie_ids: Sequence[int],
 ) -> None:
-    """Check ``rank_unseen(scores, matrix, user_ids, movie_ids)``.
+    """Check `rank_unseen(scores, matrix, user_ids, movie_ids)`.
 
     The answer maps each user id to all the movie ids that user has NOT
-    rated (``matrix == 0``), best score first.
+    rated (`matrix == 0`), best score first.
 
     Raises:
         CheckFailed: if a rated movie is recommended, an unseen one is

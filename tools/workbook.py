@@ -1,16 +1,15 @@
 """Notebook tooling: regenerate outputs, make the student edition, replay "Run All".
 
-Command line::
+Command line:
 
-    python -m labsupport.workbook run notebooks/            # re-execute in place (make notebooks)
-    python -m labsupport.workbook student-edition OUT/      # solutions replaced by stubs
-    python -m labsupport.workbook run-all notebooks/X.ipynb # replay JupyterLab's Run All
+    python -m tools run notebooks/            # re-execute in place (make notebooks)
+    python -m tools student-edition OUT/      # solutions replaced by stubs
+    python -m tools run-all notebooks/X.ipynb # replay JupyterLab's Run All
 
-Solutions sit in the cell right after their exercise, tagged ``solution``.
+Solutions sit in the cell right after their exercise, tagged `solution`.
 
-In a notebook, :func:`need` guards a cell that uses what earlier cells
-define, so running it too early says which cells to run instead of raising a
-bare ``NameError``.
+`labsupport.classroom.need` is the one piece a notebook imports; it lives in
+the package.
 """
 
 from __future__ import annotations
@@ -20,19 +19,15 @@ import queue
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from labsupport.errors import LabError
-
 __all__ = [
     "SOLUTION_STUB",
     "CellReply",
-    "NotDefinedYetError",
     "execute_notebook",
-    "need",
     "notebook_parameters",
     "notebook_paths",
     "replay_run_all",
@@ -49,38 +44,8 @@ KERNEL_NAME = "python3"
 _WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
-class NotDefinedYetError(LabError, NameError):
-    """A cell needs a name that an earlier cell defines, and that cell has not run yet."""
-
-
-def need(*names: str, namespace: Mapping[str, Any] | None = None) -> None:
-    """Check that earlier cells have defined ``names``; say which cells to run if not.
-
-    Put it first in a cell that students often reach by jumping ahead::
-
-        need("http", "server")
-
-    Args:
-        names: The variables the cell uses, defined by cells above it.
-        namespace: Where to look; by default the caller's globals, which in
-            a notebook are the kernel's variables.
-
-    Raises:
-        NotDefinedYetError: a name is missing; a ``NameError`` too.
-    """
-    if namespace is None:
-        namespace = sys._getframe(1).f_globals  # the calling cell's variables
-    missing = [name for name in names if name not in namespace]
-    if not missing:
-        return
-    listed = " and ".join(f"`{name}`" for name in missing)
-    verb = "is" if len(missing) == 1 else "are"
-    msg = f"Run the cells above first (from 'Setup' down): {listed} {verb} not defined yet."
-    raise NotDefinedYetError(msg, name=missing[0])
-
-
 def notebook_paths(folder: str | Path) -> list[Path]:
-    """Return the workbook's notebooks in teaching order (``NN_name.ipynb``)."""
+    """Return the workbook's notebooks in teaching order (`NN_name.ipynb`)."""
     return sorted(p for p in Path(folder).glob("[0-9][0-9]_*.ipynb"))
 
 
@@ -89,13 +54,13 @@ def _tags(cell: Any) -> list[str]:
 
 
 def notebook_parameters(path: str | Path) -> dict[str, Any]:
-    """Return the values set by a notebook's cell tagged ``parameters``.
+    """Return the values set by a notebook's cell tagged `parameters`.
 
     Tests use it to recompute a notebook's key results with the notebook's
     own sizes and seeds, so a regression explains itself.
 
     Raises:
-        LookupError: the notebook has no ``parameters`` cell.
+        LookupError: the notebook has no `parameters` cell.
     """
     import nbformat
 
@@ -114,13 +79,13 @@ def run_cells(
 ) -> None:
     """Execute a notebook object's cells in a fresh kernel, in place.
 
-    The kernel starts in ``folder`` (as JupyterLab starts it in the notebook's
-    own folder). With ``record_timing`` each code cell's metadata gets nbclient's
-    ``execution`` timestamps.
+    The kernel starts in `folder` (as JupyterLab starts it in the notebook's
+    own folder). With `record_timing` each code cell's metadata gets nbclient's
+    `execution` timestamps.
 
     Raises:
         nbclient.exceptions.CellExecutionError: a cell not tagged
-            ``raises-exception`` failed; the cells before it keep their outputs.
+            `raises-exception` failed; the cells before it keep their outputs.
     """
     from nbclient import NotebookClient
 
@@ -139,7 +104,7 @@ def run_cells(
 def execute_notebook(path: str | Path, *, timeout: int = 120) -> None:
     """Run a notebook top to bottom in a fresh kernel and save it with its outputs.
 
-    Cells tagged ``raises-exception`` may fail; any other error stops the run
+    Cells tagged `raises-exception` may fail; any other error stops the run
     and raises, leaving the file untouched. Volatile metadata (timings,
     widget state) is dropped so that diffs show only real changes; without
     its state a widget cannot be drawn again, so its outputs keep only their
@@ -167,7 +132,7 @@ def execute_notebook(path: str | Path, *, timeout: int = 120) -> None:
 
 
 def student_edition(source: str | Path, out: str | Path) -> list[Path]:
-    """Write copies of the workbook with every ``solution`` cell replaced by a stub.
+    """Write copies of the workbook with every `solution` cell replaced by a stub.
 
     The stub cells keep their tag, lose their outputs and execution counts,
     and are no longer collapsed. Other cells keep their outputs.
@@ -210,12 +175,12 @@ def replay_run_all(path: str | Path, *, timeout: float = 180.0) -> list[CellRepl
     nbval and nbclient send a cell, wait for its reply, then send the next;
     JupyterLab queues them all first. Some bugs (the archived nest_asyncio
     under ipykernel 7 dropping queued cells) only show up this way. Cells
-    tagged ``raises-exception`` are sent with ``stop_on_error=False``, exactly
+    tagged `raises-exception` are sent with `stop_on_error=False`, exactly
     as JupyterLab does.
 
     Returns:
-        One reply per code cell, in order (``status`` is ``ok``, ``error``,
-        ``aborted`` or ``missing`` when no reply came before the timeout).
+        One reply per code cell, in order (`status` is `ok`, `error`,
+        `aborted` or `missing` when no reply came before the timeout).
     """
     import nbformat
     from jupyter_client.manager import start_new_kernel
@@ -258,7 +223,7 @@ def replay_run_all(path: str | Path, *, timeout: float = 180.0) -> list[CellRepl
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the workbook command line; return the exit code."""
-    parser = argparse.ArgumentParser(prog="python -m labsupport.workbook")
+    parser = argparse.ArgumentParser(prog="python -m tools")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="re-execute notebooks in place, saving outputs")
     run.add_argument("paths", nargs="+", type=Path, help="notebooks or folders")

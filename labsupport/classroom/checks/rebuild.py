@@ -1,8 +1,8 @@
 """Self-checks for notebook 03 (Lab 1: the background rebuild), and the seed's success criteria.
 
-Each ``check_*`` function prints one ``✔`` line when an exercise answer is
-right and raises :class:`~labsupport.checks.CheckFailed` with one sentence
-of help when it is not. :func:`check_success_criteria` goes further: it
+Each `check_*` function prints one `✔` line when an exercise answer is
+right and raises `CheckFailed` with one sentence
+of help when it is not. `check_success_criteria` goes further: it
 exercises a running server over HTTP and verifies the lesson's three
 student success criteria.
 """
@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
-from labsupport.checks import passed, require
+from labsupport.classroom.checks import passed, require
 
 __all__ = [
     "check_hand_polling",
@@ -30,12 +30,12 @@ def check_hand_polling(states: Sequence[str], n_polls: int) -> None:
     """Check the ★ exercise: a hand-written polling loop and its poll count.
 
     Args:
-        states: The ``status`` of every poll, in order.
+        states: The `status` of every poll, in order.
         n_polls: How many GET requests the loop made.
 
     Raises:
-        CheckFailed: if the loop did not end on ``complete``, missed
-            ``running``, or the count does not match the list.
+        CheckFailed: if the loop did not end on `complete`, missed
+            `running`, or the count does not match the list.
     """
     require(
         isinstance(states, (list, tuple)) and all(isinstance(s, str) for s in states),
@@ -68,7 +68,7 @@ def check_new_user_recommendations(
     """Check the ★★ exercise: a new user's recommendations change after a rebuild.
 
     Args:
-        before: ``/recommendations/{user}`` ids fetched before the rebuild.
+        before: `/recommendations/{user}` ids fetched before the rebuild.
         after: The same request's ids after the rebuild completed.
         rated: The movie ids the new user rated.
 
@@ -96,10 +96,10 @@ def check_new_user_recommendations(
 
 
 def check_idempotent_retry(first: Mapping[str, Any], retry: Mapping[str, Any]) -> None:
-    """Check the ★★ exercise: retrying a POST with the same ``Idempotency-Key``.
+    """Check the ★★ exercise: retrying a POST with the same `Idempotency-Key`.
 
     Args:
-        first: JSON of the first ``POST /recommender/rebuild``.
+        first: JSON of the first `POST /recommender/rebuild`.
         retry: JSON of the retry, sent after the first task completed.
 
     Raises:
@@ -127,17 +127,17 @@ def check_idempotent_retry(first: Mapping[str, Any], retry: Mapping[str, Any]) -
 def check_refuses_without_ratings(make_app: Callable[[Any], Any]) -> None:
     """Check the ★★★ exercise: a rebuild endpoint that refuses an empty store with 422.
 
-    Calls ``make_app`` twice, with a fresh empty
-    :class:`~labsupport.store.MemoryStore` and with one holding a single
-    rating, and posts to each app's ``/recommender/rebuild`` through
-    ``TestClient``.
+    Calls `make_app` twice, with a fresh empty
+    `MemoryStore` and with one holding a single
+    rating, and posts to each app's `/recommender/rebuild` through
+    `TestClient`.
 
     Args:
         make_app: A function from a store to an ASGI app (a FastAPI instance).
 
     Raises:
         CheckFailed: if the empty store is not refused with 422 and a human
-            ``detail``, or a store with ratings is refused.
+            `detail`, or a store with ratings is refused.
     """
     from fastapi.testclient import TestClient
 
@@ -187,21 +187,21 @@ def check_success_criteria(
 ) -> None:
     """Verify the seed's three student success criteria against a live server, over HTTP.
 
-    1. ``POST /recommender/rebuild`` returns at once (within ``fast``
+    1. `POST /recommender/rebuild` returns at once (within `fast`
        seconds) with 202 and a task id.
-    2. Polling its status URL shows ``queued`` (the POST's own answer), then
-       ``running``, then ``complete``.
-    3. ``/recommendations/{user_id}`` returns ids influenced by the rebuild:
-       ``user_id`` first rates ``ratings`` (so the serving model does not
+    2. Polling its status URL shows `queued` (the POST's own answer), then
+       `running`, then `complete`.
+    3. `/recommendations/{user_id}` returns ids influenced by the rebuild:
+       `user_id` first rates `ratings` (so the serving model does not
        know them yet), and the answer after the rebuild differs from the one
        before and carries the new model's version.
 
-    Prints one ``✔`` line per criterion.
+    Prints one `✔` line per criterion.
 
     Args:
-        client: An ``httpx.Client`` whose ``base_url`` is the server.
+        client: An `httpx.Client` whose `base_url` is the server.
         user_id: A user id with no ratings yet.
-        ratings: ``{movie_id: score}`` for that user.
+        ratings: `{movie_id: score}` for that user.
         fast: What "immediately" means, in seconds.
         interval: Seconds between polls (keep it well below the build time).
         timeout: The longest wait for the rebuild, in seconds.

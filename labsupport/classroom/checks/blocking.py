@@ -1,7 +1,7 @@
 """Self-checks for notebooks 00 (start here) and 01 (blocking vs async).
 
 Each check prints one line starting with ✔ when the answer is right and
-raises :class:`~labsupport.checks.CheckFailed` with one sentence of help when
+raises `CheckFailed` with one sentence of help when
 it is not.
 """
 
@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from labsupport.checks import passed, require
-from labsupport.demos import MODES, DemoRun
+from labsupport.classroom.checks import passed, require
+from labsupport.classroom.demos import MODES, DemoRun
 from labsupport.server import ServerHandle
 
 __all__ = [
@@ -33,8 +33,8 @@ def check_first_server(movies: Any, server: Any) -> None:
     """Check notebook 00's first exercise: a list of movies from your own, stopped, server.
 
     Args:
-        movies: The decoded JSON of ``GET /movies``.
-        server: The handle ``serve_in_thread`` returned.
+        movies: The decoded JSON of `GET /movies`.
+        server: The handle `serve_in_thread` returned.
     """
     require(
         isinstance(movies, list),
@@ -66,8 +66,8 @@ def check_cold_recommendations(ids: Any, model_version: Any) -> None:
     """Check notebook 00's second exercise: what a server with no model recommends.
 
     Args:
-        ids: The decoded JSON of ``GET /recommendations/{user_id}`` (default limit).
-        model_version: The response's ``X-Model-Version`` header.
+        ids: The decoded JSON of `GET /recommendations/{user_id}` (default limit).
+        model_version: The response's `X-Model-Version` header.
     """
     require(
         isinstance(model_version, str),
@@ -96,7 +96,7 @@ def check_cold_recommendations(ids: Any, model_version: Any) -> None:
 
 
 def check_prediction(freezing: Iterable[str]) -> None:
-    """Check the prediction of which modes make ``GET /ping`` wait for the build.
+    """Check the prediction of which modes make `GET /ping` wait for the build.
 
     Args:
         freezing: The names of the modes you expect to freeze other requests.
@@ -142,13 +142,13 @@ def _expected_latencies(requests: pd.DataFrame) -> pd.DataFrame:
 def check_latency_table(table: Any, requests: pd.DataFrame) -> None:
     """Check a per-mode table of median and 99th-percentile latency, in seconds.
 
-    The expected table uses the client requests only (not the ``POST``),
+    The expected table uses the client requests only (not the `POST`),
     all of them (not only those during the build), and pandas' default
     quantile (linear interpolation).
 
     Args:
-        table: Your DataFrame: one row per mode (the index), columns ``p50``
-            and ``p99``.
+        table: Your DataFrame: one row per mode (the index), columns `p50`
+            and `p99`.
         requests: The measurements it was computed from.
     """
     require(
@@ -186,10 +186,10 @@ def check_latency_table(table: Any, requests: pd.DataFrame) -> None:
 
 
 def check_offloaded(run: Any, task: Any) -> None:
-    """Check the stretch exercise: an ``async def`` task that keeps the loop free.
+    """Check the stretch exercise: an `async def` task that keeps the loop free.
 
     Args:
-        run: What ``run_demo("async_task", ..., task=task)`` returned.
+        run: What `run_demo("async_task", ..., task=task)` returned.
         task: Your background function.
     """
     require(

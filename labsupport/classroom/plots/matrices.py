@@ -1,10 +1,10 @@
 """Figures for the SVD notebook: rating matrices, reconstructions, spectra and k curves.
 
-Every function builds a new :class:`~matplotlib.figure.Figure` and returns it
-without showing it, so a notebook cell ends with ``plt.show()`` and a test can
+Every function builds a new `Figure` and returns it
+without showing it, so a notebook cell ends with `plt.show()` and a test can
 inspect and close it. Default titles state what the figure shows (computed
 from the data where they can be), axes name their units, and colours come from
-:data:`labsupport.plots.PALETTE`. Missing ratings (``NaN``) are always drawn
+`labsupport.classroom.plots.PALETTE`. Missing ratings (`NaN`) are always drawn
 in light grey, so they never look like a score.
 """
 
@@ -21,7 +21,7 @@ from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from labsupport.plots import PALETTE
+from labsupport.classroom.plots import PALETTE
 
 __all__ = [
     "MISSING_COLOUR",
@@ -84,13 +84,13 @@ def rating_heatmap(
 ) -> Figure:
     """Draw a users x movies rating matrix, with missing ratings in grey.
 
-    Scores use a sequential colour scale fixed at 1 to 5 stars; ``NaN`` cells
+    Scores use a sequential colour scale fixed at 1 to 5 stars; `NaN` cells
     (nobody rated them) are light grey, so a missing rating can never be
     mistaken for a low one. Zeros, if you filled the gaps with zeros, are
     drawn as scores below one star: the point of the seed's bug.
 
     Args:
-        matrix: Users x movies scores in stars, ``NaN`` where missing: a
+        matrix: Users x movies scores in stars, `NaN` where missing: a
             DataFrame (such as a pivot table) or an array.
         column_groups: One label per column (such as each movie's genre);
             runs of equal labels get one tick and a separating line.
@@ -276,8 +276,8 @@ def score_heatmaps(
     """Draw the score matrix of several ranks side by side, on one colour scale.
 
     Args:
-        dict_k_to_matrix: Panel label (a rank ``k``, or text such as
-            ``"full"``) mapped to a users x movies score matrix; panels are
+        dict_k_to_matrix: Panel label (a rank `k`, or text such as
+            `"full"`) mapped to a users x movies score matrix; panels are
             drawn in the mapping's order.
         title: Figure title; by default it says what small and full ranks do.
         figsize: Figure size in inches; by default 3.2 inches per panel.
@@ -337,13 +337,13 @@ def k_curve(
 ) -> Figure:
     """Plot validation RMSE and precision@N against the rank k.
 
-    One line per ``method`` (if the column exists), one panel per metric; the
+    One line per `method` (if the column exists), one panel per metric; the
     best point of every line is circled. Each panel's title names the best
     method and k it found.
 
     Args:
-        df: One row per (method, k) with columns ``k``, ``rmse`` (stars) and
-            one ``precision@N``; optionally ``method``.
+        df: One row per (method, k) with columns `k`, `rmse` (stars) and
+            one `precision@N`; optionally `method`.
         chosen_k: The k you picked: drawn as a dashed vertical line.
         title: Figure title; by default it names *chosen_k*.
         figsize: Figure size in inches.

@@ -1,8 +1,8 @@
 """Self-checks for notebook 06: starting points for the Exercise 3 options.
 
-Each ``check_*`` function runs the student's code against a fresh in-process
-app (through FastAPI's ``TestClient``), prints a confirmation when it is right
-and raises :class:`~labsupport.checks.CheckFailed` with one sentence of help
+Each `check_*` function runs the student's code against a fresh in-process
+app (through FastAPI's `TestClient`), prints a confirmation when it is right
+and raises `CheckFailed` with one sentence of help
 when not.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from labsupport.api import create_app
-from labsupport.checks import passed, require
+from labsupport.classroom.checks import passed, require
 from labsupport.data import CATALOGUE, demo_ratings
 from labsupport.recommender import Model, build_model
 from labsupport.store import MemoryStore
@@ -40,10 +40,10 @@ MUST_STAY_OPEN = frozenset({("GET", "/health")})
 
 
 def app_routes(app: FastAPI | None = None) -> set[tuple[str, str]]:
-    """Return the ``(method, path template)`` pairs an app serves (HEAD left out).
+    """Return the `(method, path template)` pairs an app serves (HEAD left out).
 
     Args:
-        app: The app; a fresh ``create_app()`` by default.
+        app: The app; a fresh `create_app()` by default.
     """
     app = app if app is not None else create_app()
     return {
@@ -71,11 +71,11 @@ def _demo_app(**options: Any) -> FastAPI:
 
 
 def check_protected(protected: Collection[tuple[str, str]]) -> None:
-    """Check a set of ``(method, path)`` routes that would require a JWT.
+    """Check a set of `(method, path)` routes that would require a JWT.
 
-    Every POST route must be in it, ``GET /health`` must not, and every entry
+    Every POST route must be in it, `GET /health` must not, and every entry
     must be a route the app really serves (path templates such as
-    ``/movies/{movie_id}``, as listed by :func:`app_routes`).
+    `/movies/{movie_id}`, as listed by `app_routes`).
 
     Raises:
         CheckFailed: an entry is unknown, a write is left open, or health is closed.
@@ -110,10 +110,10 @@ def check_protected(protected: Collection[tuple[str, str]]) -> None:
 
 
 def check_status_counter(add_status_counter: Callable[[FastAPI], Counter[str]]) -> None:
-    """Check ``add_status_counter(app)`` counts responses by class: ``"2xx"``, ``"4xx"``...
+    """Check `add_status_counter(app)` counts responses by class: `"2xx"`, `"4xx"`...
 
-    The function must add a middleware to ``app`` and return the
-    :class:`collections.Counter` it fills. The check sends requests that
+    The function must add a middleware to `app` and return the
+    `collections.Counter` it fills. The check sends requests that
     answer 200, 201, 404, 422 and injected 503s, and compares the counter
     with the status codes the client saw.
 
@@ -228,13 +228,13 @@ def check_auto_rebuilder(
     every: int = 5,
     n_ratings: int = 15,
 ) -> None:
-    """Check an auto-rebuilder asks for exactly one rebuild per ``every`` new ratings.
+    """Check an auto-rebuilder asks for exactly one rebuild per `every` new ratings.
 
-    ``factory(client, every)`` must return a callable that the check calls
+    `factory(client, every)` must return a callable that the check calls
     after each new rating; it returns the task id of a rebuild it asked for,
-    or ``None``. Each rebuild it starts is held *running* while the next
-    ``every - 1`` ratings arrive (as a slow rebuild would be), then finishes.
-    A correct rebuilder asks after ratings ``every``, ``2 * every``... and
+    or `None`. Each rebuild it starts is held *running* while the next
+    `every - 1` ratings arrive (as a slow rebuild would be), then finishes.
+    A correct rebuilder asks after ratings `every`, `2 * every`... and
     never while its own rebuild is still unfinished.
 
     Raises:

@@ -1,8 +1,8 @@
 """Figures for notebook 04: backoff schedules, real retry timings, many clients contending.
 
-Every function returns a new :class:`~matplotlib.figure.Figure` and leaves
+Every function returns a new `Figure` and leaves
 matplotlib's global settings alone (the notebook's Setup calls
-:func:`labsupport.plots.use_style`). Randomness comes only from the ``seed``
+`labsupport.classroom.plots.use_style`). Randomness comes only from the `seed`
 you pass, so the same call draws the same picture. All times are in seconds.
 """
 
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from labsupport.plots import PALETTE
+from labsupport.classroom.plots import PALETTE
 from labsupport.retry import STRATEGIES, Attempt, ContentionResult, backoff_schedule
 
 if TYPE_CHECKING:
@@ -55,25 +55,25 @@ def schedule_spread(
     draws: int = 200,
     seed: int = 0,
 ) -> dict[str, list[float]]:
-    """Summarise ``draws`` seeded schedules of one strategy, retry by retry.
+    """Summarise `draws` seeded schedules of one strategy, retry by retry.
 
-    Each draw is one call of :func:`labsupport.retry.backoff_schedule`, all
-    from one ``random.Random(seed)``, so the numbers are the same on every run.
+    Each draw is one call of `labsupport.retry.backoff_schedule`, all
+    from one `random.Random(seed)`, so the numbers are the same on every run.
 
     Args:
-        strategy: One of :data:`labsupport.retry.STRATEGIES`.
+        strategy: One of `labsupport.retry.STRATEGIES`.
         attempts: Retries per schedule.
         base: The first exponential step.
         cap: The longest delay.
-        jitter: The ``"seed"`` strategy's extra random wait.
+        jitter: The `"seed"` strategy's extra random wait.
         draws: How many schedules to draw.
         seed: Seed for the random source.
 
     Returns:
-        ``{"median": [...], "p5": [...], "p95": [...]}``, one value per retry.
+        `{"median": [...], "p5": [...], "p95": [...]}`, one value per retry.
 
     Raises:
-        ValueError: for an unknown strategy, a negative number or ``draws < 1``.
+        ValueError: for an unknown strategy, a negative number or `draws < 1`.
     """
     if draws < 1:
         msg = f"draws must be at least 1, got {draws!r}"
@@ -108,22 +108,22 @@ def schedules(
     """Plot each strategy's delays, median and 5-95 % band, against plain exponential backoff.
 
     One panel per strategy (two columns), a log scale for the delay, and the
-    ``"none"`` schedule as a dashed black reference line in every panel.
+    `"none"` schedule as a dashed black reference line in every panel.
 
     Args:
         strategies: The strategies to draw, one panel each.
         attempts: Retries per schedule.
         base: The first exponential step.
         cap: The longest delay.
-        jitter: The ``"seed"`` strategy's extra random wait.
-        draws: Seeded schedules per strategy (see :func:`schedule_spread`).
+        jitter: The `"seed"` strategy's extra random wait.
+        draws: Seeded schedules per strategy (see `schedule_spread`).
         seed: Seed for the random source (the same for every strategy).
 
     Returns:
         The figure.
 
     Raises:
-        ValueError: for an unknown strategy or an empty ``strategies``.
+        ValueError: for an unknown strategy or an empty `strategies`.
     """
     import matplotlib.pyplot as plt
 
@@ -166,15 +166,15 @@ def schedules(
 def gaps(attempts: Sequence[Attempt]) -> list[tuple[float, float]]:
     """Pair each planned delay with the pause that really passed before the next call.
 
-    The measured pause runs from the end of one call (``started + elapsed``)
+    The measured pause runs from the end of one call (`started + elapsed`)
     to the start of the next, so it is the sleep plus the client's own overhead.
 
     Args:
-        attempts: One :func:`~labsupport.retry.with_backoff` run's records, in order
-            (what ``on_attempt=records.append`` collected).
+        attempts: One `with_backoff` run's records, in order
+            (what `on_attempt=records.append` collected).
 
     Returns:
-        ``(planned, measured)`` for every call followed by another.
+        `(planned, measured)` for every call followed by another.
     """
     pairs = []
     for this, following in itertools.pairwise(attempts):
@@ -200,14 +200,14 @@ def attempt_timings(runs: Mapping[str, Sequence[Attempt]]) -> Figure:
     against its plan, with the line where the two are equal.
 
     Args:
-        runs: A label for each :func:`~labsupport.retry.with_backoff` run and its
-            :class:`~labsupport.retry.Attempt` records.
+        runs: A label for each `with_backoff` run and its
+            `Attempt` records.
 
     Returns:
         The figure.
 
     Raises:
-        ValueError: if ``runs`` is empty.
+        ValueError: if `runs` is empty.
     """
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
@@ -286,14 +286,14 @@ def contention(results: Sequence[ContentionResult]) -> Figure:
     fewest calls and the one that finished first at the largest client count.
 
     Args:
-        results: :func:`~labsupport.retry.contention_simulation` results, for
+        results: `contention_simulation` results, for
             several strategies and client counts.
 
     Returns:
         The figure.
 
     Raises:
-        ValueError: if ``results`` is empty.
+        ValueError: if `results` is empty.
     """
     import matplotlib.pyplot as plt
 

@@ -1,8 +1,8 @@
 """Self-checks for notebook 05: graceful shutdown, restarts and the model cache.
 
-Each ``check_*`` function takes the student's function, runs it on cases whose
+Each `check_*` function takes the student's function, runs it on cases whose
 answer is known, prints a confirmation when it is right and raises
-:class:`~labsupport.checks.CheckFailed` with one sentence of help when not.
+`CheckFailed` with one sentence of help when not.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import itertools
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from labsupport.checks import CheckFailed, passed, require
+from labsupport.classroom.checks import CheckFailed, passed, require
 from labsupport.data import CATALOGUE, demo_ratings
 from labsupport.recommender import Model, recommend
-from labsupport.rediscache import MemoryCache
+from labsupport.scaleout.cache import MemoryCache
 from labsupport.store import MemoryStore
 
 __all__ = [
@@ -36,14 +36,14 @@ _STATE_CASES = [
 
 
 def check_expected_state(expected_state: Callable[[float, float, float], str]) -> None:
-    """Check ``expected_state(build_seconds, running_for, grace)`` predicts the final state.
+    """Check `expected_state(build_seconds, running_for, grace)` predicts the final state.
 
-    A build that has run ``running_for`` of its ``build_seconds`` when the
+    A build that has run `running_for` of its `build_seconds` when the
     server is stopped completes if what is left fits in the grace period and
     is interrupted otherwise.
 
     Raises:
-        CheckFailed: a prediction is wrong or is not ``"complete"``/``"interrupted"``.
+        CheckFailed: a prediction is wrong or is not `"complete"`/`"interrupted"`.
     """
     for (build, running, grace), want in _STATE_CASES:
         got = expected_state(build, running, grace)
@@ -62,7 +62,7 @@ def check_expected_state(expected_state: Callable[[float, float, float], str]) -
 
 
 class _FakeResponse:
-    """Just enough of an ``httpx.Response`` for ``poll_task`` and a student's code."""
+    """Just enough of an `httpx.Response` for `poll_task` and a student's code."""
 
     def __init__(self, status_code: int, body: Mapping[str, Any], headers: dict[str, str]) -> None:
         self.status_code = status_code
@@ -80,13 +80,13 @@ class _FakeResponse:
 
 
 class FakeRebuildClient:
-    """A stand-in for ``httpx.Client`` talking to a server whose first rebuild is interrupted.
+    """A stand-in for `httpx.Client` talking to a server whose first rebuild is interrupted.
 
-    ``POST /recommender/rebuild`` creates a task (or, with an ``Idempotency-Key``
-    or ``X-Task-Id`` it has seen, returns that key's task, as the real API
-    does). ``GET /recommender/rebuild/<id>`` walks each task through
-    ``queued -> running`` and then a final state: the first task ends
-    ``interrupted`` (the server was restarted), later ones ``complete``.
+    `POST /recommender/rebuild` creates a task (or, with an `Idempotency-Key`
+    or `X-Task-Id` it has seen, returns that key's task, as the real API
+    does). `GET /recommender/rebuild/<id>` walks each task through
+    `queued -> running` and then a final state: the first task ends
+    `interrupted` (the server was restarted), later ones `complete`.
 
     Attributes:
         created: Task ids created, in order.
@@ -128,7 +128,7 @@ class FakeRebuildClient:
         }
 
     def post(self, url: str, *, headers: Mapping[str, str] | None = None, **kwargs: Any) -> Any:
-        """Answer ``POST /recommender/rebuild`` with 202 and a task id."""
+        """Answer `POST /recommender/rebuild` with 202 and a task id."""
         require(
             url.rstrip("/").endswith("/recommender/rebuild"),
             f"POST {url!r}: ask for a rebuild with POST /recommender/rebuild",
@@ -155,7 +155,7 @@ class FakeRebuildClient:
         return _FakeResponse(202, {"task_id": task_id, "status": status}, location)
 
     def get(self, url: str, **kwargs: Any) -> Any:
-        """Answer ``GET /recommender/rebuild/<task_id>`` with the task's next state."""
+        """Answer `GET /recommender/rebuild/<task_id>` with the task's next state."""
         task_id = url.rstrip("/").rpartition("/")[2]
         if task_id not in self._polls:
             return _FakeResponse(404, {"detail": f"no rebuild task {task_id!r}"}, {})
@@ -172,11 +172,11 @@ class FakeRebuildClient:
 
 
 def check_rebuild_until_complete(rebuild_until_complete: Callable[..., Any]) -> None:
-    """Check ``rebuild_until_complete(client)`` asks again after an ``interrupted`` task.
+    """Check `rebuild_until_complete(client)` asks again after an `interrupted` task.
 
-    The function is called with a :class:`FakeRebuildClient` whose first
-    rebuild ends ``interrupted``; it should return the final JSON body of a
-    ``complete`` task, having created exactly two tasks.
+    The function is called with a `FakeRebuildClient` whose first
+    rebuild ends `interrupted`; it should return the final JSON body of a
+    `complete` task, having created exactly two tasks.
 
     Raises:
         CheckFailed: it returned the interrupted task, reused its idempotency
@@ -224,11 +224,11 @@ def _demo_store(n_users: int, seed: int) -> MemoryStore:
 def check_warm_start(
     warm_start: Callable[[Any, Any], tuple[Model, str]], *, n_users: int = 20, seed: int = 0
 ) -> None:
-    """Check ``warm_start(cache, store)`` reuses a cached model and builds only when it must.
+    """Check `warm_start(cache, store)` reuses a cached model and builds only when it must.
 
-    On an empty :class:`~labsupport.rediscache.MemoryCache` it must build a
-    model from the store, save it to the cache and return ``(model, "built")``;
-    called again (a restarted process) it must return ``(model, "cache")``
+    On an empty `MemoryCache` it must build a
+    model from the store, save it to the cache and return `(model, "built")`;
+    called again (a restarted process) it must return `(model, "cache")`
     with the same recommendations.
 
     Raises:

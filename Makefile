@@ -30,16 +30,17 @@ endif
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 
 lab: setup
+	@test -d notebooks/app || $(BIN)/python -m labsupport lab-app notebooks/app
 	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.port=$(PORT) $(ROOT_FLAG) \
 		--ServerApp.root_dir=notebooks notebooks/00_start_here.ipynb
 
 test: setup
-	$(BIN)/ruff check labsupport tools tests benchmarks
+	$(BIN)/ruff check labsupport tests benchmarks notebooks
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 notebooks: setup
-	$(BIN)/python -m tools run notebooks
+	$(BIN)/python -m labsupport notebooks run notebooks
 
 bench: setup
 	$(BIN)/python -m benchmarks
@@ -48,7 +49,7 @@ serve: setup
 	$(BIN)/python -m labsupport serve --demo
 
 lint: setup
-	$(BIN)/ruff check labsupport tools tests benchmarks
+	$(BIN)/ruff check labsupport tests benchmarks notebooks
 	$(BIN)/mypy
 
 clean:

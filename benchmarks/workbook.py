@@ -2,8 +2,8 @@
 
 Every notebook in ``notebooks/`` is copied, with the rest of that folder, to
 a temporary directory and executed there (never in place) with
-:func:`tools.workbook.run_cells`, as
-:func:`~tools.workbook.execute_notebook` does (fresh ``python3`` kernel,
+:func:`labsupport.classroom.workbook.run_cells`, as
+:func:`~labsupport.classroom.workbook.execute_notebook` does (fresh ``python3`` kernel,
 working directory = the notebook's folder; the timeout per cell is
 ``DEFAULTS["timeout"]``), but with ``record_timing=True`` so each cell's
 metadata carries the kernel's timestamps: a cell's time is
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._common import REPO_ROOT, Column, fmt
-from tools.workbook import notebook_paths, run_cells
+from labsupport.classroom.workbook import notebook_paths, run_cells
 
 __all__ = ["COLUMNS", "DEFAULTS", "FLOOR_IMPORTS", "run", "time_notebook"]
 
@@ -135,6 +135,9 @@ def run(settings: dict[str, Any] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-workbook-") as tmp:
         copy = Path(tmp) / "notebooks"
         shutil.copytree(source, copy, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+        results = Path("benchmarks", "results", "latest.json")  # notebook 07 finds it from here up
+        (Path(tmp) / results).parent.mkdir(parents=True)
+        shutil.copyfile(REPO_ROOT / results, Path(tmp) / results)
         floors = {
             "(floor: kernel only)": "pass",
             "(floor: kernel + imports)": FLOOR_IMPORTS,

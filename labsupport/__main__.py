@@ -4,62 +4,92 @@ Examples:
 
     python -m labsupport serve                      # empty SQLite store in ./labsupport.db
     python -m labsupport serve --demo --port 8000   # built-in catalogue and ratings
+    python -m labsupport lab-app my-app             # the lab's starter app, to build on
+    python -m labsupport lab-app --solution done    # the same app at the end of the session
 
     # two API processes sharing state in Redis, rebuilds on an RQ worker
     python -m labsupport serve --redis redis://127.0.0.1:6379/0 --queue rq --port 8001
     python -m labsupport serve --redis redis://127.0.0.1:6379/0 --queue rq --port 8002
     python -m labsupport worker --redis redis://127.0.0.1:6379/0 --db labsupport.db
+
+The Redis options and the `worker` command come from a plugin: every entry
+point of the group `labsupport.cli` (this package's `pyproject.toml`
+registers `labsupport.scaleout.cli:plugin`) may add options to `serve`, add
+commands, and build the rebuild service that `serve` shares with other
+processes. The service itself never imports the scale-out stack.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import ipaddress
 import logging
 import sys
 import threading
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import uvicorn
 
 from labsupport.ratelimit import REBUILD_RATE, RateLimiter
-from labsupport.tasks import EXECUTORS, PROCESS_MIN_RATINGS, RebuildService
+from labsupport.tasks import EXECUTORS, PROCESS_MIN_RATINGS, RebuildServiceProtocol
 
 if TYPE_CHECKING:
-    from labsupport.scaleout.service import RedisRebuildService
+    from labsupport.store import Store
 
-__all__ = ["main"]
+__all__ = ["PLUGIN_GROUP", "main"]
+
+PLUGIN_GROUP = "labsupport.cli"
+"""The entry-point group whose plugins extend the command line."""
 
 
-def _serve(args: argparse.Namespace) -> int:
+class _CliPlugin(Protocol):
+    """What a `labsupport.cli` entry point loads to (see `labsupport.scaleout.cli`)."""
+
+    def add_serve_options(self, serve: argparse.ArgumentParser) -> None:
+        """Add options to `serve`."""
+
+    def add_commands(self, commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+        """Add commands; each sets `func`, called with the parsed arguments."""
+
+    def check_serve(self, parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+        """Call `parser.error` for `serve` options that do not go together."""
+
+    def rebuild_service(
+        self, args: argparse.Namespace, store: Store
+    ) -> tuple[RebuildServiceProtocol, bool] | None:
+        """The shared service `args` ask for and whether a worker builds; `None` if none."""
+
+
+def _load_plugins() -> tuple[list[_CliPlugin], list[str]]:
+    """Load the plugins; return them, and a description of each that failed to load."""
+    plugins: list[_CliPlugin] = []
+    broken: list[str] = []
+    found = {(ep.name, ep.value): ep for ep in entry_points(group=PLUGIN_GROUP)}
+    for _, ep in sorted(found.items()):
+        try:
+            plugins.append(ep.load())
+        except Exception as exc:  # a broken install: said when `--redis` is used
+            broken.append(f"{ep.name} = {ep.value} failed to load ({type(exc).__name__}: {exc})")
+    return plugins, broken
+
+
+def _serve(args: argparse.Namespace, *, plugins: Sequence[_CliPlugin]) -> int:
     from labsupport.api import create_app
     from labsupport.store import SQLiteStore
 
     _warn_if_exposed(args.host)
     store = SQLiteStore(args.db)
     if args.demo and store.count_movies() == 0:
-        from labsupport import data
+        from labsupport.data import catalogue_movies, demo_ratings
 
-        store.add_movies((m.title, m.year, m.genre) for m in data.catalogue_movies())
-        store.add_ratings(data.demo_ratings(seed=args.seed))
-    shared = None
-    if args.redis:  # tasks, keys and the model in Redis, shared with other processes
-        from labsupport.errors import LabError
-        from labsupport.scaleout.service import RedisRebuildService
-
-        try:
-            shared = RedisRebuildService.from_url(
-                args.redis,
-                store,
-                queue=args.queue,
-                lease_ttl=args.lease_ttl,
-                executor=args.executor,
-                build_delay=args.build_delay,
-            )
-        except LabError as exc:
-            raise SystemExit(f"error: {exc}") from None
+        store.add_movies((m.title, m.year, m.genre) for m in catalogue_movies())
+        store.add_ratings(demo_ratings(seed=args.seed))
+    shared, queued = _shared_service(args, store, plugins)
     app = create_app(
         store,
         service=shared,
@@ -68,9 +98,9 @@ def _serve(args: argparse.Namespace) -> int:
         build_delay=args.build_delay,
         rebuild_rate=args.rebuild_rate,
     )
-    service = app.state.service
+    service: RebuildServiceProtocol = app.state.service
     if store.count_ratings() and service.model is None:
-        if args.queue == "rq":  # a worker builds it: never wait for one at start-up
+        if queued:  # a worker builds it: never wait for one at start-up
             task, created = service.request()
             if created:
                 service.start(task.task_id)
@@ -91,6 +121,17 @@ def _serve(args: argparse.Namespace) -> int:
     _DrainingServer(config, service=service, grace=args.grace).run()
     store.close()
     return 0
+
+
+def _shared_service(
+    args: argparse.Namespace, store: Store, plugins: Sequence[_CliPlugin]
+) -> tuple[RebuildServiceProtocol | None, bool]:
+    """The first service a plugin builds for `args`, and whether a worker builds its models."""
+    for plugin in plugins:
+        found = plugin.rebuild_service(args, store)
+        if found is not None:
+            return found
+    return None, False  # the app makes its own RebuildService, for this process only
 
 
 def _warn_if_exposed(host: str) -> None:
@@ -140,11 +181,7 @@ class _DrainingServer(uvicorn.Server):
     """
 
     def __init__(
-        self,
-        config: uvicorn.Config,
-        *,
-        service: RebuildService | RedisRebuildService,
-        grace: float,
+        self, config: uvicorn.Config, *, service: RebuildServiceProtocol, grace: float
     ) -> None:
         super().__init__(config)
         self.service = service
@@ -165,23 +202,12 @@ class _DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
-def _worker(args: argparse.Namespace) -> int:
-    from labsupport.errors import LabError
-    from labsupport.scaleout.rq import work
-
-    try:
-        return work(args.redis, db=args.db, burst=args.burst, log_level=args.log_level)
-    except LabError as exc:
-        raise SystemExit(f"error: {exc}") from None
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the `labsupport` command line and return its exit code."""
-    parser = argparse.ArgumentParser(
-        prog="python -m labsupport", description=__doc__.splitlines()[0]
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the movie API with uvicorn")
+def _add_serve(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    plugins: Sequence[_CliPlugin],
+) -> None:
+    """Add the `serve` command, with the options of every plugin before `--log-level`."""
+    serve = commands.add_parser("serve", help="run the movie API with uvicorn")
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     serve.add_argument("--db", default="labsupport.db", help="SQLite file (default labsupport.db)")
@@ -213,48 +239,74 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="rebuilds one client may start at once, then per minute; more get 429 "
         f"(default {REBUILD_RATE[0]},{REBUILD_RATE[1]:g}; off to disable)",
     )
-    serve.add_argument(
-        "--redis",
-        metavar="URL",
-        help="share tasks, idempotency keys and the model with other API processes "
-        "through this Redis (redis://host:port/db); default: this process only",
-    )
-    serve.add_argument(
-        "--queue",
-        choices=("none", "rq"),
-        default="none",
-        help="with --redis: rq sends rebuilds to `python -m labsupport worker` "
-        "instead of building here (default none)",
-    )
-    serve.add_argument(
-        "--lease-ttl",
-        type=float,
-        default=10.0,
-        help="with --redis: seconds after which a dead builder's task stops reading "
-        "'running' (default 10)",
-    )
+    for plugin in plugins:
+        plugin.add_serve_options(serve)
+    # No plugin gave `--redis`: accept it anyway, to explain instead of "unrecognized".
+    with contextlib.suppress(argparse.ArgumentError):  # (raised when a plugin did)
+        serve.add_argument("--redis", dest="redis_without_plugin", help=argparse.SUPPRESS)
     serve.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
-    serve.set_defaults(func=_serve)
+    serve.set_defaults(func=functools.partial(_serve, plugins=plugins))
 
-    worker = sub.add_parser("worker", help="run an RQ worker that builds queued rebuilds")
-    worker.add_argument(
-        "--redis",
-        default="redis://127.0.0.1:6379/0",
-        metavar="URL",
-        help="the Redis the API servers use (default redis://127.0.0.1:6379/0)",
-    )
-    worker.add_argument(
-        "--db", default="labsupport.db", help="the API servers' SQLite file (default labsupport.db)"
-    )
-    worker.add_argument(
-        "--burst", action="store_true", help="stop when the queue is empty instead of waiting"
-    )
-    worker.add_argument("--log-level", default="info", help="RQ log level (default info)")
-    worker.set_defaults(func=_worker)
 
+def _check_serve(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    plugins: Sequence[_CliPlugin],
+    broken: Sequence[str],
+) -> None:
+    """Stop with a usage error (exit 2) for `serve` options that cannot work."""
+    if getattr(args, "redis_without_plugin", None) is not None:
+        why = " and ".join(broken) if broken else "none is installed"
+        parser.error(
+            f"--redis needs the scale-out plugin of the entry-point group {PLUGIN_GROUP!r}, "
+            f"but {why}; reinstall labsupport with its redis extra: pip install -e '.[redis]'"
+        )
+    for plugin in plugins:
+        plugin.check_serve(parser, args)
+
+
+def _lab_app(args: argparse.Namespace) -> int:
+    from labsupport.errors import LabError
+    from labsupport.labapp import write_lab_app
+
+    try:
+        written = write_lab_app(args.dir, solution=args.solution)
+    except LabError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    which = "solution" if args.solution else "starter"
+    print(f"wrote the lab's {which} app to {args.dir} ({len(written)} files)")
+    print(f"next: cd {args.dir} && uvicorn app.main:app --reload   (tests: pytest -q)")
+    return 0
+
+
+def _add_lab_app(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the `lab-app` command: write the student's app for the labs."""
+    lab = commands.add_parser(
+        "lab-app", help="write the labs' movie API (the starter, or the finished solution)"
+    )
+    lab.add_argument("dir", help="a new or empty folder to write the app into")
+    lab.add_argument(
+        "--solution",
+        action="store_true",
+        help="write the app as it stands at the end of the session",
+    )
+    lab.set_defaults(func=_lab_app)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `labsupport` command line and return its exit code."""
+    plugins, broken = _load_plugins()
+    parser = argparse.ArgumentParser(
+        prog="python -m labsupport", description=__doc__.splitlines()[0]
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_serve(commands, plugins)
+    _add_lab_app(commands)
+    for plugin in plugins:
+        plugin.add_commands(commands)
     args = parser.parse_args(argv)
-    if args.command == "serve" and args.queue == "rq" and not args.redis:
-        parser.error("--queue rq needs --redis URL: the queue lives in Redis")
+    if args.command == "serve":
+        _check_serve(parser, args, plugins, broken)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
     return int(args.func(args))
 

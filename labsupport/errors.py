@@ -10,12 +10,41 @@ Raise the most specific built-in base as well, so callers that already catch
 
     class ServerStartError(LabError, RuntimeError): ...
 
-The ones in the package: `server.ServerStartError` (port taken or server
-already running), `workbook.NotDefinedYetError` (a cell run before the ones
-it needs), `rediscache.RedisUnavailableError` (no Redis at the URL),
-`redisbackend.MissingRedisError` (the `redis` extra is not installed),
-`worker.MissingDatabaseError`, `data.MovieLensNotFoundError`,
-`retry.TaskFailedError` and `checks.CheckFailed`.
+Every exception class in the package, with the module to import it from and
+its built-in base (a test keeps this tree complete):
+
+    Exception
+    ├── LabError                                   labsupport.errors
+    │   ├── ServerStartError(RuntimeError)         labsupport.server
+    │   ├── TaskFailedError(RuntimeError)          labsupport.retry
+    │   ├── MovieLensNotFoundError(FileNotFoundError)  labsupport.data
+    │   ├── LabAppExistsError(FileExistsError)     labsupport.labapp
+    │   ├── RedisUnavailableError(ConnectionError) labsupport.scaleout.cache
+    │   ├── MissingRedisError(ImportError)         labsupport.scaleout.registry
+    │   ├── MissingDatabaseError(FileNotFoundError)    labsupport.scaleout.rq
+    │   ├── NotDefinedYetError(NameError)          labsupport.classroom.need
+    │   └── CheckFailed(AssertionError)            labsupport.classroom.checks
+    ├── ServiceClosedError(RuntimeError)           labsupport.tasks
+    ├── UnknownMovieError(LookupError)             labsupport.store
+    └── _LeaseLostError(RuntimeError)              labsupport.scaleout.builder (internal)
+
+What each means:
+
+- `ServerStartError`: the port is taken, or the server would not start.
+- `TaskFailedError`: a polled rebuild failed, was interrupted or is unknown.
+- `MovieLensNotFoundError`: no MovieLens copy where it was looked for.
+- `LabAppExistsError`: the folder for a fresh lab app already holds files.
+- `RedisUnavailableError`: no Redis answers at the URL.
+- `MissingRedisError`: the `redis` extra is not installed.
+- `MissingDatabaseError`: the RQ worker's SQLite file is missing.
+- `NotDefinedYetError`: a notebook cell was run before the cells it needs.
+- `CheckFailed`: an exercise answer is not right yet; the message is the hint.
+- `ServiceClosedError`: a rebuild was asked of a service that is shutting down
+  (the API answers `503` with `Retry-After`).
+- `UnknownMovieError`: a rating for a movie the store does not hold (the API
+  answers `404`).
+- `_LeaseLostError`: a Redis build lost its lease to another builder; the
+  builder stops and publishes nothing.
 """
 
 from __future__ import annotations

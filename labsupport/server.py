@@ -224,16 +224,33 @@ def serve_in_thread(
     """
     _register_atexit()
     if port is not None:
-        with _registry_lock:
-            previous = _registry.pop((host, port), None)
-        if previous is not None:
-            previous.stop(timeout=timeout)
-            print(
-                f"Note: a server started earlier in this process was serving {host}:{port}; "
-                "it is stopped, and the new one takes its place."
-            )
-
+        _stop_previous(host, port, timeout)
     sock = _listen(host, port)
+    handle = _start(app, host, sock, timeout=timeout, log_level=log_level)
+    with _registry_lock:
+        _registry[(host, handle.port)] = handle
+    return handle
+
+
+def _stop_previous(host: str, port: int, timeout: float) -> None:
+    """Stop the server `serve_in_thread` started on `(host, port)`, if any, and say so."""
+    with _registry_lock:
+        previous = _registry.pop((host, port), None)
+    if previous is not None:
+        previous.stop(timeout=timeout)
+        print(
+            f"Note: a server started earlier in this process was serving {host}:{port}; "
+            "it is stopped, and the new one takes its place."
+        )
+
+
+def _start(
+    app: ASGIApp, host: str, sock: socket.socket, *, timeout: float, log_level: str
+) -> ServerHandle:
+    """Run uvicorn on the listening `sock` in a daemon thread; return once it accepts.
+
+    On any failure the thread is stopped and `sock` closed before the error propagates.
+    """
     actual_port: int = sock.getsockname()[1]
     lifespan_errors: list[BaseException] = []
     config = uvicorn.Config(
@@ -271,8 +288,6 @@ def serve_in_thread(
             thread.join(_FORCE_EXIT_GRACE)
         sock.close()
         raise
-    with _registry_lock:
-        _registry[(host, actual_port)] = handle
     return handle
 
 

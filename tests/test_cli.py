@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
 import httpx
@@ -105,6 +106,46 @@ def test_help_lists_serve() -> None:
         [sys.executable, "-m", "labsupport", "--help"], capture_output=True, text=True, check=True
     ).stdout
     assert "serve" in out
+
+
+# --- the scale-out plugin (an entry point of the group labsupport.cli) ---------------------
+
+
+def test_the_scaleout_plugin_is_found_and_adds_its_options_and_worker() -> None:
+    from labsupport.__main__ import PLUGIN_GROUP
+
+    found = {ep.name: ep.value for ep in entry_points(group=PLUGIN_GROUP)}
+    assert found.get("scaleout") == "labsupport.scaleout.cli:plugin", "pip install -e . again"
+
+    def help_of(*command: str) -> str:
+        argv = [sys.executable, "-m", "labsupport", *command, "--help"]
+        return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+
+    serve = help_of("serve")
+    assert "--redis URL" in serve and "--queue {none,rq}" in serve and "--lease-ttl" in serve
+    assert serve.index("--rebuild-rate") < serve.index("--redis") < serve.index("--log-level")
+    assert "worker" in help_of()
+    assert "--burst" in help_of("worker")
+
+
+@pytest.mark.parametrize("installed", [[], ["labsupport.no_such_module:plugin"]])
+def test_without_a_working_plugin_redis_is_a_one_sentence_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], installed: list[str]
+) -> None:
+    import labsupport.__main__ as cli
+
+    eps = [EntryPoint("scaleout", value, cli.PLUGIN_GROUP) for value in installed]
+    monkeypatch.setattr(cli, "entry_points", lambda group: eps)
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["serve", "--redis", "redis://127.0.0.1:6379/0"])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: --redis needs the scale-out plugin" in err
+    assert ("failed to load (ModuleNotFoundError" in err) is bool(installed)
+    assert "Traceback" not in err
+    with pytest.raises(SystemExit):
+        cli.main(["serve", "--help"])
+    assert "--redis" not in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(("build_delay", "final"), [(1.0, "complete"), (6.0, "interrupted")])

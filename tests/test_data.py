@@ -28,11 +28,11 @@ from labsupport.data import (
 ML_100K = find_movielens("ml-100k")
 ML_SMALL = find_movielens("ml-latest-small")
 needs_100k = pytest.mark.skipif(
-    ML_100K is None, reason="ml-100k not found (set LABSUPPORT_MOVIELENS or see data.py)"
+    ML_100K is None, reason="ml-100k not found (set LABSUPPORT_MOVIELENS or see data/movielens.py)"
 )
 needs_small = pytest.mark.skipif(
     ML_SMALL is None,
-    reason="ml-latest-small not found (set LABSUPPORT_MOVIELENS or see data.py)",
+    reason="ml-latest-small not found (set LABSUPPORT_MOVIELENS or see data/movielens.py)",
 )
 
 
@@ -366,7 +366,7 @@ def test_find_movielens_checks_the_environment_variable(
 
 def test_find_movielens_looks_next_to_the_repository(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LABSUPPORT_MOVIELENS", raising=False)
-    shared = Path(data.__file__).resolve().parents[2] / "shared" / "data" / "movielens"
+    shared = Path(data.__file__).resolve().parents[3] / "shared" / "data" / "movielens"
     expected = shared / "ml-100k" if (shared / "ml-100k" / "u.data").is_file() else None
 
     assert find_movielens("ml-100k") == expected

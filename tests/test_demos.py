@@ -1,4 +1,4 @@
-"""Unit tests for labsupport.classroom.demos: the demo apps, the build log and the load recorder."""
+"""Unit tests for classroom.demos and classroom.loadgen: demo apps, build log, load generator."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from labsupport.classroom import demos
+from labsupport.classroom import demos, loadgen
 from labsupport.data import demo_ratings
 from labsupport.server import serve_in_thread
 
@@ -94,10 +94,10 @@ def ping_app() -> FastAPI:
 
 def test_record_requests_is_bounded_by_count_and_labels_rows() -> None:
     with serve_in_thread(ping_app()) as server:
-        frame = demos.record_requests(
+        frame = loadgen.record_requests(
             server.url, n_clients=2, duration=5.0, n_requests=4, interval=0.0, during="/poke"
         )
-    assert list(frame.columns) == list(demos.COLUMNS)
+    assert list(frame.columns) == list(loadgen.COLUMNS)
     counts = frame["client"].value_counts().to_dict()
     assert counts == {"client 1": 4, "client 2": 4, "POST /poke": 1}
     assert (frame["status"] == 200).all()
@@ -110,7 +110,7 @@ def test_record_requests_is_bounded_in_time_and_keeps_failures() -> None:
     with serve_in_thread(ping_app()) as server:
         url = server.url
     started = time.perf_counter()
-    frame = demos.record_requests(  # the server is gone: every request fails fast
+    frame = loadgen.record_requests(  # the server is gone: every request fails fast
         url, n_clients=1, duration=0.2, interval=0.02, until=lambda: False, max_duration=0.6
     )
     assert time.perf_counter() - started < 3.0
@@ -120,9 +120,9 @@ def test_record_requests_is_bounded_in_time_and_keeps_failures() -> None:
 
 def test_record_requests_rejects_bad_bounds() -> None:
     with pytest.raises(ValueError, match="at least one client"):
-        demos.record_requests("http://127.0.0.1:9", n_clients=0)
+        loadgen.record_requests("http://127.0.0.1:9", n_clients=0)
     with pytest.raises(ValueError, match="duration"):
-        demos.record_requests("http://127.0.0.1:9", duration=5.0, max_duration=1.0)
+        loadgen.record_requests("http://127.0.0.1:9", duration=5.0, max_duration=1.0)
 
 
 def make_run(ping_latencies: list[float], post: float, build: tuple[float, float]) -> demos.DemoRun:

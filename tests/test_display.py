@@ -25,13 +25,13 @@ from labsupport.classroom.display import (
     progress_bar,
     recommendation_table,
 )
+from labsupport.classroom.workbook import execute_notebook
 from labsupport.data import catalogue_movies, demo_ratings
 from labsupport.recommender import Model, build_model, recommend
 from labsupport.retry import TaskFailedError, poll_task
 from labsupport.store import MemoryStore
 from labsupport.tables import about_seconds, html_table, text_table
 from labsupport.tasks import counter_ids
-from tools.workbook import execute_notebook
 
 HOSTILE = "<script>alert('x')</script> & Co"
 
@@ -209,27 +209,26 @@ def test_poll_task_draws_and_closes_a_bar(capsys: pytest.CaptureFixture[str]) ->
         {"task_id": "task-1", "status": "running", "progress": 0.4},
         {"task_id": "task-1", "status": "complete", "progress": 1.0},
     )
-    final = poll_task(lambda: next(answers), interval=0.001, progress=True)
+    final = poll_task(lambda: next(answers), interval=0.001, progress=progress_bar)
     assert final["status"] == "complete"
     err = capsys.readouterr().err
     assert "task-1 running:  40%" in err
     assert err.rstrip().endswith("task-1 complete: 100%|██████████|")
 
 
-def test_a_failed_task_leaves_the_bar_short_and_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_task_leaves_the_bar_short_and_closed() -> None:
     bars: list[ProgressBar] = []
 
     def keep(*args: Any, **kwargs: Any) -> ProgressBar:
         bars.append(ProgressBar(*args, file=io.StringIO(), **kwargs))
         return bars[-1]
 
-    monkeypatch.setattr(display, "progress_bar", keep)
     answers = scripted(
         {"task_id": "task-2", "status": "running", "progress": 0.3},
         {"task_id": "task-2", "status": "failed", "progress": 0.3, "error": "boom"},
     )
     with pytest.raises(TaskFailedError):
-        poll_task(lambda: next(answers), interval=0.001, progress=True)
+        poll_task(lambda: next(answers), interval=0.001, progress=keep)
     assert bars[0].closed and bars[0].n == 30
     assert bars[0].statuses == ["running", "failed"]
 
@@ -245,15 +244,16 @@ def test_in_a_notebook_the_bar_is_a_widget_with_a_stable_text_form(tmp_path: Pat
     """Run a real kernel: the widget's text form is fixed, and saved notebooks keep only it."""
     source = (
         "import httpx\n"
+        "from labsupport.classroom.display import progress_bar\n"
         "from labsupport.retry import poll_task\n"
         "answers = iter([httpx.Response(200, json={'task_id': 'task-1', 'status': s, "
         "'progress': p}) for s, p in [('running', 0.5), ('complete', 1.0)]])\n"
-        "poll_task(lambda: next(answers), interval=0.01, progress=True)['status']"
+        "poll_task(lambda: next(answers), interval=0.01, progress=progress_bar)['status']"
     )
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
     path = tmp_path / "bar.ipynb"
     nbformat.write(nb, path)
-    from tools.workbook import run_cells
+    from labsupport.classroom.workbook import run_cells
 
     live = nbformat.read(path, as_version=4)
     run_cells(live, tmp_path)

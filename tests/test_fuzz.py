@@ -27,7 +27,7 @@ Defects found
 The first run found five places where the app contradicted its own schema (an
 undocumented 422 shape and 400, integral floats such as ``2016.0`` rejected,
 the int64 id bound published as a float, an incomplete ``Allow`` header). They
-are fixed in ``labsupport/api.py``; each keeps a small regression test below,
+are fixed in `labsupport/api/`; each keeps a small regression test below,
 with the exact request that found it.
 
 The ``test_fuzzing_ran_enough_cases`` test at the end counts the cases actually

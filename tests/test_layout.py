@@ -120,7 +120,7 @@ if TYPE_CHECKING:
 def later():
     from labsupport.classroom import checks
 """
-    found = set(imported("labsupport.api", source))
+    found = set(imported("labsupport._types", source))
     assert found == {
         "labsupport.errors",
         "labsupport.tables",
@@ -152,3 +152,38 @@ def test_docstrings_are_markdown(path: Path) -> None:
             where = f"{path.name}: {getattr(node, 'name', 'module')}"
             assert "``" not in doc, f"{where} uses rST double backticks"
             assert not ROLE.search(doc), f"{where} uses a Sphinx role"
+
+
+TREE_LINE = re.compile(r"^\s*[│├└─\s]*(_?[A-Z]\w*)(?:\((\w+)\))?\s+(labsupport[\w.]*)")
+
+
+def test_the_errors_tree_lists_every_exception_class() -> None:
+    import builtins
+    import importlib
+    import inspect
+    import pkgutil
+
+    import labsupport
+    import labsupport.errors
+
+    listed = {}
+    for line in (labsupport.errors.__doc__ or "").splitlines():
+        match = TREE_LINE.match(line)
+        if match:
+            name, base, module = match.groups()
+            cls = getattr(importlib.import_module(module), name)
+            assert issubclass(cls, BaseException), name
+            if base:
+                assert issubclass(cls, getattr(builtins, base)), f"{name} is not a {base}"
+            listed[name] = cls
+    defined = {}
+    for info in pkgutil.walk_packages(labsupport.__path__, "labsupport."):
+        module = importlib.import_module(info.name)
+        for name, obj in vars(module).items():
+            if (
+                inspect.isclass(obj)
+                and issubclass(obj, BaseException)
+                and obj.__module__ == module.__name__
+            ):
+                defined[name] = obj
+    assert listed == defined

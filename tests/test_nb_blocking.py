@@ -34,9 +34,9 @@ from labsupport.classroom.checks.blocking import (
     check_prediction,
 )
 from labsupport.classroom.plots.timeline import request_gantt
+from labsupport.classroom.workbook import notebook_parameters
 from labsupport.data import synthetic_ratings
 from labsupport.server import running_servers, serve_in_thread
-from tools.workbook import notebook_parameters
 
 NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
 NB01 = notebook_parameters(NOTEBOOKS / "01_blocking_vs_async.ipynb")

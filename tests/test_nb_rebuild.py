@@ -30,13 +30,13 @@ from labsupport.classroom.checks.rebuild import (
 )
 from labsupport.classroom.pitfalls import TaskBoard, blocking_app, early_error_app, seed_style_app
 from labsupport.classroom.plots.states import distinct_states, score_heatmaps, state_timeline
+from labsupport.classroom.workbook import notebook_parameters
 from labsupport.data import catalogue_movies, demo_ratings
 from labsupport.recommender import score_matrix
 from labsupport.retry import poll_task
 from labsupport.server import serve_in_thread
 from labsupport.store import MemoryStore, Store
 from labsupport.tasks import RebuildService, counter_ids
-from tools.workbook import notebook_parameters
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after choosing the backend

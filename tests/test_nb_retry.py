@@ -21,10 +21,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from labsupport import api, data, retry, store, tasks
+from labsupport.classroom import contention
 from labsupport.classroom.checks import CheckFailed
 from labsupport.classroom.checks import retry as checks
 from labsupport.classroom.plots import backoff as plots
-from tools.workbook import notebook_parameters
+from labsupport.classroom.workbook import notebook_parameters
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -220,7 +221,9 @@ def test_the_flaky_server_fails_the_same_requests_every_run() -> None:
 
 def test_contention_jitter_beats_no_jitter() -> None:
     results = {
-        (name, n): retry.contention_simulation(n, name, base=P["BACKOFF_FACTOR"], seed=P["SEED"])
+        (name, n): contention.contention_simulation(
+            n, name, base=P["BACKOFF_FACTOR"], seed=P["SEED"]
+        )
         for name in retry.STRATEGIES
         for n in P["N_CLIENTS"]
     }
@@ -481,7 +484,7 @@ def test_attempt_timings_figure(closing_figures: None) -> None:
 
 def test_contention_figure(closing_figures: None) -> None:
     results = [
-        retry.contention_simulation(n, name, seed=P["SEED"])
+        contention.contention_simulation(n, name, seed=P["SEED"])
         for name in ("none", "full")
         for n in (5, 10)
     ]

@@ -23,13 +23,13 @@ from labsupport.api import create_app
 from labsupport.classroom.checks import CheckFailed
 from labsupport.classroom.checks import exercise3 as ex3
 from labsupport.classroom.checks import shutdown as sd
+from labsupport.classroom.workbook import notebook_parameters
 from labsupport.data import catalogue_movies, demo_ratings
 from labsupport.recommender import Model, build_model
 from labsupport.retry import TaskFailedError, poll_task
 from labsupport.server import serve_in_thread
 from labsupport.store import MemoryStore, SQLiteStore, Store
 from labsupport.tasks import RebuildService, TaskStatus, counter_ids
-from tools.workbook import notebook_parameters
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 P05 = notebook_parameters(NOTEBOOKS / "05_shutdown_and_persistence.ipynb")

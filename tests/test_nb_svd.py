@@ -29,7 +29,7 @@ from labsupport import recommender as rec
 from labsupport.classroom.checks import CheckFailed
 from labsupport.classroom.checks import svd as checks
 from labsupport.classroom.plots import matrices
-from tools.workbook import notebook_parameters
+from labsupport.classroom.workbook import notebook_parameters
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "02_svd_recommender.ipynb"
 

@@ -1,7 +1,7 @@
 """The Redis task registry and service, in process, against a real redis-server.
 
-Two :class:`RedisRebuildService` objects on one Redis stand for two API
-processes (the real-process version is in ``tests/test_worker.py``).
+Two `RedisRebuildService` objects on one Redis stand for two API
+processes (the real-process version is in `tests/test_worker.py`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from labsupport.scaleout import cache as rediscache
 from labsupport.scaleout.registry import RedisTaskRegistry, RedisUnavailableError, connect_redis
 from labsupport.scaleout.service import RedisRebuildService
 from labsupport.store import MemoryStore
-from labsupport.tasks import ServiceClosedError, TaskStatus
+from labsupport.tasks import RebuildServiceProtocol, ServiceClosedError, TaskStatus
 
 
 class Builder:
@@ -92,6 +92,19 @@ def make_service(
         service.shutdown(grace=0)
     if builder.gate is not None:
         builder.gate.set()  # let a held build thread end
+
+
+def test_a_redis_service_instance_provides_the_protocol(
+    make_service: Callable[..., RedisRebuildService],
+) -> None:
+    from test_tasks import assert_provides_protocol
+
+    service = make_service()
+    assert_provides_protocol(service)
+    conforming: RebuildServiceProtocol = service
+    task = conforming.rebuild_now(timeout=None)  # None: no limit, as for RebuildService
+    assert task.status is TaskStatus.COMPLETE
+    assert conforming.wait(task.task_id, timeout=None) == task
 
 
 def crash(service: RedisRebuildService) -> None:

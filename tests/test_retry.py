@@ -14,12 +14,12 @@ import httpx
 import pytest
 
 from labsupport import retry
+from labsupport.classroom.contention import contention_simulation
 from labsupport.retry import (
     STRATEGIES,
     Attempt,
     TaskFailedError,
     backoff_schedule,
-    contention_simulation,
     is_retryable,
     parse_retry_after,
     poll_task,

@@ -1,25 +1,25 @@
 """A stateful property test of the rebuild service's task state machine.
 
-Hypothesis drives :class:`RebuildService` through random interleavings of
+Hypothesis drives `RebuildService` through random interleavings of
 rebuild requests (with and without idempotency keys), builds that succeed or
 fail, rating writes, clock jumps, drains, shutdowns and restarts, and checks
 after every step that:
 
-* each task's observed snapshots only move forward, ``queued -> running ->
-  final``, and a final snapshot never changes again, not even across a restart;
+* each task's observed snapshots only move forward, `queued -> running ->
+  final`, and a final snapshot never changes again, not even across a restart;
 * at most one task is running and at most one is queued (coalescing);
-* a task is ``running`` exactly when its build is in flight in the fake builder
-  (see :meth:`TaskMachine.service_is_consistent` for the precise statement);
+* a task is `running` exactly when its build is in flight in the fake builder
+  (see `TaskMachine.service_is_consistent` for the precise statement);
 * the model version only grows and equals the number of successful builds,
   across restarts too, and a failed or discarded build leaves the model alone;
 * an idempotency key within its TTL returns the same task;
 * a restart (a new service on the same store, after a shutdown or a crash)
-  brings unfinished tasks back ``interrupted`` and final ones unchanged.
+  brings unfinished tasks back `interrupted` and final ones unchanged.
 
-The fake builder blocks every build on its own :class:`threading.Event` until a
+The fake builder blocks every build on its own `threading.Event` until a
 rule releases it (oldest first), so Hypothesis, not the scheduler, picks the
 interleaving. After each step the test waits (bounded) until the service has
-*settled*: every worker thread has exited, is blocked in the fake builder, or is
+*settled*: every build thread has exited, is blocked in the fake builder, or is
 blocked on the service's build lock behind a build that is. A settled service
 changes nothing until the next rule, so every check sees a stable state.
 """
@@ -68,7 +68,7 @@ MAX_SERVICES = 4  # restarts per example, plus one
 
 
 def _rank(status: TaskStatus) -> int:
-    """Position along ``queued -> running -> final``."""
+    """Position along `queued -> running -> final`."""
     return {TaskStatus.QUEUED: 0, TaskStatus.RUNNING: 1}.get(status, 2)
 
 
@@ -101,8 +101,8 @@ class Build:
 class FakeBuilder:
     """A builder whose builds wait until released, then succeed or fail.
 
-    The task is known from the worker thread's name (``rebuild-<task_id>``, set
-    by :meth:`RebuildService.start`). ``in_flight`` counts builds entered and
+    The task is known from the build thread's name (`rebuild-<task_id>`, set
+    by `RebuildService.start`). `in_flight` counts builds entered and
     not yet returned; a released build returns at once.
     """
 
@@ -116,7 +116,7 @@ class FakeBuilder:
 
     def __call__(self, ratings: Any, *, version: int, progress: Callable[[float], None]) -> Model:
         name = threading.current_thread().name
-        assert name.startswith("rebuild-"), f"build ran on thread {name!r}, not a worker"
+        assert name.startswith("rebuild-"), f"build ran on thread {name!r}, not a build thread"
         if self.closing:
             raise BuildFailed("the test is tearing down")
         build = Build(
@@ -175,7 +175,7 @@ class Generation:
     proxy: CuttableStore
     store: Store
     builder: FakeBuilder
-    workers: dict[str, threading.Thread] = field(default_factory=dict)
+    threads: dict[str, threading.Thread] = field(default_factory=dict)
     closed_at: float | None = None  # time.monotonic() of close() or shutdown()
     shut_down: bool = False  # shutdown() has returned
     crashed: bool = False
@@ -281,15 +281,15 @@ class TaskMachine(RuleBasedStateMachine):
         seen.append(task)
 
     def _settled(self, gen: Generation) -> bool:
-        """Whether every worker of ``gen`` has exited or is blocked for good.
+        """Whether every build thread of `gen` has exited or is blocked for good.
 
-        A worker is blocked for good while its build waits in the fake builder,
+        A build thread is blocked for good while its build waits in the fake builder,
         or while it has not reached the builder and another build of the same
         service waits there: that build's thread holds the build lock.
         """
         pending = gen.builder.pending()
-        for task_id, worker in gen.workers.items():
-            if not worker.is_alive() or any(b.task_id == task_id for b in pending):
+        for task_id, thread in gen.threads.items():
+            if not thread.is_alive() or any(b.task_id == task_id for b in pending):
                 continue
             if pending and not gen.builder.entered(task_id):
                 continue
@@ -341,7 +341,7 @@ class TaskMachine(RuleBasedStateMachine):
             if key is not None:
                 self.keys[key] = KeyBinding(task.task_id, self.now, created, gen.index)
         if created:
-            gen.workers[task.task_id] = service.start(task.task_id)  # as the API does
+            gen.threads[task.task_id] = service.start(task.task_id)  # as the API does
 
     def _releasable(self) -> list[Build]:
         builds = [b for g in self.gens if not g.crashed for b in g.builder.pending()]
@@ -359,9 +359,9 @@ class TaskMachine(RuleBasedStateMachine):
         assert before is not None
         build.ok, build.released = ok, True
         build.gate.set()
-        worker = gen.workers[build.task_id]
-        worker.join(SETTLE_TIMEOUT)
-        assert not worker.is_alive(), "the worker did not end after its build was released"
+        thread = gen.threads[build.task_id]
+        thread.join(SETTLE_TIMEOUT)
+        assert not thread.is_alive(), "the build thread did not end after its build was released"
         after = service.wait(build.task_id, timeout=0)
         assert after == service.get(build.task_id)
         self.observe(after)
@@ -397,7 +397,7 @@ class TaskMachine(RuleBasedStateMachine):
     def advance_clock(self, seconds: float) -> None:
         self.now += seconds
 
-    @precondition(lambda self: self.gen.workers and self.gen.closed_at is None)
+    @precondition(lambda self: self.gen.threads and self.gen.closed_at is None)
     @rule()
     def close(self) -> None:
         """Drain, as a server does first: refuse new rebuilds, let the running one go on."""
@@ -408,10 +408,10 @@ class TaskMachine(RuleBasedStateMachine):
         assert not service.accepting
         assert service.wait_idle(0) is (not running)
 
-    @precondition(lambda self: self.gen.workers and not self.gen.shut_down)
+    @precondition(lambda self: self.gen.threads and not self.gen.shut_down)
     @rule(grace=st.sampled_from([0.0, 0.01]), release=st.none() | st.booleans())
     def shutdown(self, grace: float, release: bool | None) -> None:
-        """Shut down; unless ``release`` is None, the running build ends during the grace."""
+        """Shut down; unless `release` is None, the running build ends during the grace."""
         gen, service = self.gen, self.gen.service
         unfinished = {t.task_id for t in service.tasks() if not t.done}
         pending = gen.builder.pending()
@@ -442,7 +442,7 @@ class TaskMachine(RuleBasedStateMachine):
             (during,) = seen_during_grace
             assert during is not None and during.status is TaskStatus.RUNNING, during
             self.observe(during)
-            gen.workers[build.task_id].join(SETTLE_TIMEOUT)
+            gen.threads[build.task_id].join(SETTLE_TIMEOUT)
             finished = service.get(build.task_id)
             assert finished is not None
             if finished.status is not TaskStatus.INTERRUPTED or grace_left > 2.0:
@@ -461,7 +461,7 @@ class TaskMachine(RuleBasedStateMachine):
 
     @precondition(
         lambda self: (
-            (self.gen.workers or self.gen.closed_at is not None) and len(self.gens) < MAX_SERVICES
+            (self.gen.threads or self.gen.closed_at is not None) and len(self.gens) < MAX_SERVICES
         )
     )
     @rule()
@@ -496,11 +496,11 @@ class TaskMachine(RuleBasedStateMachine):
         """Checked after every step, once every service has settled.
 
         The running-task property, precisely: in a settled service that has
-        not been shut down, the set of ``running`` tasks *equals* the set of
+        not been shut down, the set of `running` tasks *equals* the set of
         tasks whose build is in flight in the fake builder (so a running task
         always has a build behind it, and a build in flight always has its
-        task running). Once ``shutdown()`` has returned no task is running or
-        queued, and every build still in flight belongs to an ``interrupted``
+        task running). Once `shutdown()` has returned no task is running or
+        queued, and every build still in flight belongs to an `interrupted`
         task; releasing it later changes neither the task nor the model.
         """
         if not self.gens:
@@ -527,7 +527,7 @@ class TaskMachine(RuleBasedStateMachine):
             assert {t.task_id for t in running} == {b.task_id for b in pending}
             if gen.closed_at is None:  # (draining: it waits for shutdown instead)
                 for task in queued:  # a queued task waits behind the running one
-                    assert running and gen.workers[task.task_id].is_alive(), task
+                    assert running and gen.threads[task.task_id].is_alive(), task
 
         # Model versions: one per successful build, counting across restarts.
         complete = sorted(t.model_version or 0 for t in tasks if t.status is TaskStatus.COMPLETE)
@@ -557,8 +557,8 @@ class TaskMachine(RuleBasedStateMachine):
                     build.ok, build.released = False, True
                     build.gate.set()
             for gen in self.gens:
-                for worker in gen.workers.values():
-                    worker.join(SETTLE_TIMEOUT)
+                for thread in gen.threads.values():
+                    thread.join(SETTLE_TIMEOUT)
             leaked = [t.name for t in set(threading.enumerate()) - self.threads_before]
             assert not leaked, f"threads left running: {leaked}"
         finally:
@@ -584,18 +584,18 @@ def test_task_state_machine() -> None:
 # --- regression: an idempotency key that joined a queued task --------------------------
 #
 # This machine found that a key which *joined* an already-queued task (coalescing)
-# was kept in memory only and aged from the task's ``queued_at``: a restart forgot
+# was kept in memory only and aged from the task's `queued_at`: a restart forgot
 # it and its TTL ended early, so a client retrying after a restart started a second
 # rebuild. Shortest sequence:
 #     request(); request(); request_with_key("a")  -> "a" joins task-2 (queued)
 #     restart()
 #     request_with_key("a")                        -> must return task-2
-# Fixed by saving joined bindings with their task (``Task.joined_keys``) and
+# Fixed by saving joined bindings with their task (`Task.joined_keys`) and
 # timing each key from its own first use.
 
 
 class _Gate:
-    """A builder that waits until ``event`` is set."""
+    """A builder that waits until `event` is set."""
 
     def __init__(self) -> None:
         self.event = threading.Event()
@@ -612,33 +612,33 @@ def _gated_service(
 
 
 def _running_and_queued(service: RebuildService) -> tuple[list[threading.Thread], str]:
-    """Make task-1 run and task-2 queue behind it; return the workers and task-2's id."""
-    workers, ids = [], []
+    """Make task-1 run and task-2 queue behind it; return the build threads and task-2's id."""
+    threads, ids = [], []
     for _ in range(2):
         task, created = service.request()
         assert created
         ids.append(task.task_id)
-        workers.append(service.start(task.task_id))
+        threads.append(service.start(task.task_id))
 
     def first_runs() -> bool:
         first = service.get(ids[0])
         return first is not None and first.status is TaskStatus.RUNNING
 
     _wait_until(first_runs, "task-1 runs")
-    return workers, ids[1]
+    return threads, ids[1]
 
 
 def test_joined_idempotency_key_survives_a_restart(tmp_path: Path) -> None:
     ids, gate = counter_ids(), _Gate()
     with SQLiteStore(tmp_path / "keys.db") as store:
         service = _gated_service(store, gate, lambda: 1000.0, ids)
-        workers, queued = _running_and_queued(service)
+        threads, queued = _running_and_queued(service)
         joined, created = service.request("a")  # "a" joins the queued task-2
         assert (joined.task_id, created) == (queued, False)
         service.shutdown(grace=0)
         gate.event.set()
-        for worker in workers:
-            worker.join(SETTLE_TIMEOUT)
+        for thread in threads:
+            thread.join(SETTLE_TIMEOUT)
         again = _gated_service(store, _Gate(), lambda: 1000.0, ids)  # the next process
         retried, created = again.request("a")  # the same second: well within the TTL
         assert (retried.task_id, created) == (queued, False)
@@ -647,13 +647,13 @@ def test_joined_idempotency_key_survives_a_restart(tmp_path: Path) -> None:
 def test_joined_idempotency_key_lasts_its_full_ttl() -> None:
     now, gate = [1000.0], _Gate()
     service = _gated_service(MemoryStore(), gate, lambda: now[0], counter_ids())
-    workers, queued = _running_and_queued(service)  # task-2 queued at t=1000
+    threads, queued = _running_and_queued(service)  # task-2 queued at t=1000
     now[0] += 60
     joined, _ = service.request("a")  # "a" is first used at t=1060: it joins task-2
     assert joined.task_id == queued
     gate.event.set()
-    for worker in workers:
-        worker.join(SETTLE_TIMEOUT)
+    for thread in threads:
+        thread.join(SETTLE_TIMEOUT)
     now[0] += 60  # t=1120: the key is 60 s old, within its 100 s TTL
     retried, created = service.request("a")
     assert (retried.task_id, created) == (queued, False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from typing import Any
@@ -9,8 +10,16 @@ from typing import Any
 import pytest
 
 from labsupport.recommender import Model, build_model
+from labsupport.scaleout.service import RedisRebuildService
 from labsupport.store import MemoryStore, SQLiteStore
-from labsupport.tasks import RebuildService, ServiceClosedError, Task, TaskStatus, counter_ids
+from labsupport.tasks import (
+    RebuildService,
+    RebuildServiceProtocol,
+    ServiceClosedError,
+    Task,
+    TaskStatus,
+    counter_ids,
+)
 
 
 class GatedBuilder:
@@ -173,9 +182,9 @@ def test_process_executor_builds_the_same_model(store: MemoryStore) -> None:
         ratings.user_ids.astype(np.int32), ratings.movie_ids, ratings.scores.astype(np.float64)
     )
     seen: list[float] = []
-    with BuildProcess() as worker:
-        model = worker.build(ratings, version=3, progress=seen.append, rank=2)
-        from_loose = worker.build(loose, version=3, rank=2)
+    with BuildProcess() as child:
+        model = child.build(ratings, version=3, progress=seen.append, rank=2)
+        from_loose = child.build(loose, version=3, rank=2)
     local = build_model(ratings, version=3, rank=2)
     assert model.version == 3
     assert seen and seen == sorted(seen) and seen[-1] == 1.0
@@ -207,19 +216,19 @@ def test_build_process_is_reused_and_replaced_when_it_dies(store: MemoryStore) -
 
     ratings = store.rating_arrays()
     shared_before = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
-    with BuildProcess() as worker:
-        first = worker.build(ratings, version=1, rank=2)
-        pid = worker.pid
-        second = worker.build(ratings, version=2, rank=2)
-        assert pid is not None and worker.pid == pid  # one child, started once
+    with BuildProcess() as child:
+        first = child.build(ratings, version=1, rank=2)
+        pid = child.pid
+        second = child.build(ratings, version=2, rank=2)
+        assert pid is not None and child.pid == pid  # one child, started once
         assert (first.version, second.version) == (1, 2)
         os.kill(pid, signal.SIGKILL)  # e.g. the OOM killer, between two builds
         deadline = time.monotonic() + 10
-        while worker._proc.is_alive() and time.monotonic() < deadline:
+        while child._proc.is_alive() and time.monotonic() < deadline:
             time.sleep(0.01)
-        third = worker.build(ratings, version=3, rank=2)  # a new child takes over
-        assert third.version == 3 and worker.pid not in (None, pid)
-    assert worker.pid is None  # closed with the context
+        third = child.build(ratings, version=3, rank=2)  # a new child takes over
+        assert third.version == 3 and child.pid not in (None, pid)
+    assert child.pid is None  # closed with the context
     if os.path.isdir("/dev/shm"):  # every block, both ways, was unlinked
         assert set(os.listdir("/dev/shm")) - shared_before == set()
 
@@ -232,50 +241,51 @@ def test_a_build_process_killed_mid_build_fails_that_build_only(store: MemorySto
     from labsupport.tasks import BuildProcess
 
     ratings = synthetic_shape("ml-100k", seed=0)  # big enough that the build outlasts the kill
-    with BuildProcess() as worker:
+    with BuildProcess() as child:
 
         def kill_child(fraction: float) -> None:  # runs in this process at the first report
-            assert worker.pid is not None
-            os.kill(worker.pid, signal.SIGKILL)
+            assert child.pid is not None
+            os.kill(child.pid, signal.SIGKILL)
 
         with pytest.raises(RuntimeError, match="build process died"):
-            worker.build(ratings, version=1, progress=kill_child)
-        assert worker.build(store.rating_arrays(), version=2, rank=2).version == 2
+            child.build(ratings, version=1, progress=kill_child)
+        assert child.build(store.rating_arrays(), version=2, rank=2).version == 2
 
 
 def test_a_service_keeps_one_build_process_and_stops_it_at_shutdown(store: MemoryStore) -> None:
     service = RebuildService(store, executor="process", build_options={"rank": 2})
-    worker = service._worker
-    assert worker is not None
+    child = service._build_process
+    assert child is not None
     pids = set()
     for _ in range(2):
         assert service.rebuild_now().status is TaskStatus.COMPLETE
-        pids.add(worker.pid)
+        pids.add(child.pid)
     assert len(pids) == 1 and None not in pids
     service.shutdown(grace=1)
-    assert worker.pid is None
+    assert child.pid is None
 
 
 def test_auto_executor_keeps_small_builds_in_this_process(store: MemoryStore) -> None:
     service = RebuildService(store, build_options={"rank": 2})  # executor="auto"
     assert service.executor == "auto"
     assert service.rebuild_now().status is TaskStatus.COMPLETE
-    assert service._worker is not None and service._worker.pid is None  # no child started
+    child = service._build_process
+    assert child is not None and child.pid is None  # no child started
 
 
 def test_auto_executor_moves_big_builds_to_the_build_process(
     store: MemoryStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import labsupport.tasks
+    from labsupport.tasks import executors
 
-    monkeypatch.setattr(labsupport.tasks, "PROCESS_MIN_RATINGS", 1)  # "big" from one rating
+    monkeypatch.setattr(executors, "PROCESS_MIN_RATINGS", 1)  # "big" from one rating
     service = RebuildService(store, build_options={"rank": 2})
-    worker = service._worker
-    assert worker is not None and worker.pid is not None  # started with the service
+    child = service._build_process
+    assert child is not None and child.pid is not None  # started with the service
     task = service.rebuild_now()
     assert task.status is TaskStatus.COMPLETE and service.model is not None
     service.shutdown(grace=1)
-    assert worker.pid is None
+    assert child.pid is None
 
 
 def test_executor_is_checked(store: MemoryStore) -> None:
@@ -317,3 +327,67 @@ def test_task_html_escapes_client_supplied_text() -> None:
     task = Task("<script>alert(1)</script>", TaskStatus.QUEUED, 1.0, idempotency_key="a&b")
     shown = task._repr_html_()
     assert "<script>" not in shown and "&lt;script&gt;" in shown and "a&amp;b" in shown
+
+
+# ---------------------------------------------------------------- the protocol
+
+
+def protocol_members() -> dict[str, Any]:
+    """The members of `RebuildServiceProtocol`: methods, properties and attributes."""
+    members = {
+        name: value
+        for name, value in vars(RebuildServiceProtocol).items()
+        if not name.startswith("_")
+    }
+    members.update(dict.fromkeys(RebuildServiceProtocol.__annotations__))
+    return members
+
+
+def assert_provides_protocol(service: type[Any] | object) -> None:
+    """Check every protocol member is there, called compatibly (mypy checks the types).
+
+    Each method takes the protocol's parameters, under the same names, with a
+    default wherever the protocol has one; each property is a property.
+    Attributes are checked on instances only.
+    """
+    cls = service if isinstance(service, type) else type(service)
+    for name, wanted in protocol_members().items():
+        if wanted is None:  # an attribute (store)
+            if not isinstance(service, type):
+                assert hasattr(service, name), f"{cls.__name__} has no {name}"
+            continue
+        assert hasattr(cls, name), f"{cls.__name__} has no {name}"
+        found = getattr(cls, name)
+        if isinstance(wanted, property):
+            assert isinstance(found, property), f"{cls.__name__}.{name} is not a property"
+            continue
+        have = inspect.signature(found).parameters
+        for param in inspect.signature(wanted).parameters.values():
+            assert param.name in have, f"{cls.__name__}.{name} lacks {param.name}"
+            mine = have[param.name]
+            assert mine.kind == param.kind, f"{cls.__name__}.{name}({param.name}) kind"
+            if param.default is not inspect.Parameter.empty:
+                assert mine.default is not inspect.Parameter.empty, (
+                    f"{cls.__name__}.{name}({param.name}) needs a default"
+                )
+
+
+def test_the_protocol_lists_what_the_api_and_the_cli_use() -> None:
+    assert set(protocol_members()) == {
+        "store", "model", "accepting", "get", "tasks", "ratings_since_build", "request",
+        "reuses", "start", "wait", "rebuild_now", "close", "wait_idle", "shutdown",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("cls", [RebuildService, RedisRebuildService])
+def test_both_services_provide_the_protocol(cls: type[Any]) -> None:
+    # mypy checks the same statically: see _CONFORMS at the end of each service module
+    assert_provides_protocol(cls)
+
+
+def test_a_service_instance_provides_the_protocol(store: MemoryStore) -> None:
+    service = RebuildService(store, executor="thread")
+    assert_provides_protocol(service)
+    conforming: RebuildServiceProtocol = service
+    assert conforming.rebuild_now(timeout=10).status is TaskStatus.COMPLETE
+    assert conforming.wait(conforming.tasks()[0].task_id, timeout=0).done

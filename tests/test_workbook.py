@@ -7,7 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tools.workbook import (
+from labsupport.classroom.workbook import (
     SOLUTION_STUB,
     notebook_parameters,
     notebook_paths,

@@ -28,7 +28,7 @@ B_BUILD_DELAY = 6.0  # seconds added to each build queued through server B
 
 
 class Process:
-    """A subprocess running ``command``, its output in a file."""
+    """A subprocess running `command`, its output in a file."""
 
     def __init__(self, log: Path, command: list[str]) -> None:
         self.log = log
@@ -61,7 +61,7 @@ def start_worker(log: Path, db: Path, redis_url: str) -> Process:
 
 
 def eventually(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    """Return the first truthy ``check()``, polling; fail after ``timeout`` seconds."""
+    """Return the first truthy `check()`, polling; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()
@@ -72,12 +72,12 @@ def eventually(check: Callable[[], Any], what: str, timeout: float = 20.0) -> An
 
 
 def version(server: Server) -> str:
-    """The model version ``server`` answers recommendations with."""
+    """The model version `server` answers recommendations with."""
     return httpx.get(f"{server.url}/recommendations/1", timeout=5).headers["X-Model-Version"]
 
 
 def status(server: Server, task_id: str) -> dict[str, Any]:
-    """A task as ``server`` reports it."""
+    """A task as `server` reports it."""
     answer = httpx.get(f"{server.url}/recommender/rebuild/{task_id}", timeout=5)
     assert answer.status_code == 200, answer.text
     return dict(answer.json())
@@ -256,7 +256,7 @@ def test_without_a_queue_servers_share_state_and_a_killed_builder_reads_interrup
 
 
 def _processes_using(db: Path, command: str) -> list[int]:
-    """Return the pids of live ``python -m labsupport <command>`` processes on ``db`` (Linux)."""
+    """Return the pids of live `python -m labsupport <command>` processes on `db` (Linux)."""
     proc = Path("/proc")
     if not proc.is_dir():
         pytest.skip("needs /proc to look for orphaned processes")
@@ -277,7 +277,7 @@ def _processes_using(db: Path, command: str) -> list[int]:
 def test_rq_job_states_tell_whether_a_queued_task_can_still_run(fresh_redis_url: str) -> None:
     from rq.job import JobStatus
 
-    from labsupport.scaleout.rq import RQJobQueue
+    from labsupport.scaleout.rq import RQJobQueue, run_rebuild
 
     client = connect_redis(fresh_redis_url)
     try:
@@ -287,6 +287,9 @@ def test_rq_job_states_tell_whether_a_queued_task_can_still_run(fresh_redis_url:
         assert queue.job_state("t-1", 2.0) is None  # waiting in the queue
         job = queue.queue.fetch_job("t-1")
         assert job is not None and job.kwargs["task_id"] == "t-1"
+        # the worker imports the job's function by this path: it must be the real one
+        assert job.func_name == "labsupport.scaleout.rq.run_rebuild"
+        assert job.func is run_rebuild
         job.set_status(JobStatus.STARTED)
         client.hset(job.key, "started_at", _rq_time(datetime.now(timezone.utc)))
         assert queue.job_state("t-1", 2.0) is None  # just started: its lease is coming

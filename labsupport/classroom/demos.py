@@ -1,4 +1,4 @@
-"""Throwaway movie services that rebuild their model four ways, and a load recorder.
+"""Throwaway movie services that rebuild their model four ways, and what they measure.
 
 Notebook 01 measures what a rebuild does to *other* requests. Each demo app
 has the same three endpoints and differs only in where `POST /rebuild` runs
@@ -24,11 +24,10 @@ free), `GET /recommendations/{user_id}` and `POST /rebuild`. The app keeps
 a `BuildLog` in `app.state.builds` with the start and end of every
 build.
 
-`record_requests` runs a few client threads against a server, each
-sending a request, waiting `interval` seconds, and so on, and returns one
-row per request. `run_demo` does the whole experiment for one mode:
-start the server, record, POST a rebuild part-way through, wait for the build,
-stop the server.
+`run_demo` does the whole experiment for one mode: start the server,
+record requests with `labsupport.classroom.loadgen.record_requests` (the load
+generator), POST a rebuild part-way through, wait for the build, stop the
+server. `DemoRun` holds what it measured and `verdict_table` judges it.
 
 Everything here is a teaching instrument: the real service
 (`labsupport.tasks`) runs its builds on a worker thread, like
@@ -44,28 +43,24 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import numpy as np
 import pandas as pd
 from fastapi import BackgroundTasks, FastAPI, Response
 
+from labsupport.classroom.loadgen import record_requests
 from labsupport.recommender import Model, build_model, recommend
 from labsupport.server import serve_in_thread
 
 __all__ = [
-    "BLOCKED_FRACTION",
-    "COLUMNS",
-    "FREE_FRACTION",
     "MODES",
     "BuildLog",
     "DemoRun",
     "make_demo_app",
     "process_pool",
-    "record_requests",
     "run_demo",
     "verdict_table",
 ]
@@ -73,16 +68,13 @@ __all__ = [
 MODES = ("blocking", "async_task", "sync_task", "executor")
 """The four places a rebuild can run, from worst to best for other requests."""
 
-COLUMNS = ("mode", "client", "path", "start", "end", "latency", "status")
-"""The columns of every requests DataFrame made here."""
-
-BLOCKED_FRACTION = 0.5
+_BLOCKED_FRACTION = 0.5
 """A request "waited for the build" if it took more than this share of the build."""
 
-FREE_FRACTION = 0.25
+_FREE_FRACTION = 0.25
 """Requests "kept flowing" if their 90th percentile stayed under this share of the build."""
 
-BuildTask = Callable[[Callable[[], None]], Any]
+_BuildTask = Callable[[Callable[[], None]], Any]
 """A background rebuild: called with `build`, a no-argument function that rebuilds."""
 
 
@@ -180,7 +172,7 @@ def make_demo_app(
     rank: int = 30,
     seed: int = 0,
     build_threads: int | None = 1,
-    task: BuildTask | None = None,
+    task: _BuildTask | None = None,
     pool: ProcessPoolExecutor | None = None,
 ) -> FastAPI:
     """Build a small FastAPI app whose `POST /rebuild` runs the build as `mode` says.
@@ -224,6 +216,22 @@ def make_demo_app(
         raise ValueError(msg)
     log = BuildLog()
     pools: list[ProcessPoolExecutor] = [] if pool is None else [pool]
+    app = FastAPI(title=f"Rebuild demo: {mode}", lifespan=_pool_lifespan(mode, pools))
+    app.state.builds = log
+    app.state.model = None
+    build, background = _build_functions(app, pools, ratings, rank, seed, build_threads)
+    _add_routes(app, mode, build, background, task)
+    return app
+
+
+_Background = Callable[[], Awaitable[None] | None]
+"""A built-in background rebuild, by mode: given to `BackgroundTasks` with no arguments."""
+
+
+def _pool_lifespan(
+    mode: str, pools: list[ProcessPoolExecutor]
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Start the `executor` app's own pool with the server (unless one was given); stop it after."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -234,9 +242,19 @@ def make_demo_app(
         if own:
             pools.pop().shutdown(wait=True, cancel_futures=True)
 
-    app = FastAPI(title=f"Rebuild demo: {mode}", lifespan=lifespan)
-    app.state.builds = log
-    app.state.model = None
+    return lifespan
+
+
+def _build_functions(
+    app: FastAPI,
+    pools: list[ProcessPoolExecutor],
+    ratings: Any,
+    rank: int,
+    seed: int,
+    build_threads: int | None,
+) -> tuple[Callable[[], None], dict[str, _Background]]:
+    """Return `build` (build here, swap the model in, log it) and the background rebuilds."""
+    log: BuildLog = app.state.builds
 
     def build() -> None:
         number = log.start()
@@ -261,11 +279,21 @@ def make_demo_app(
         finally:
             log.finish(number)
 
-    background: dict[str, Callable[[], Awaitable[None] | None]] = {
+    return build, {
         "async_task": build_on_the_loop,
         "sync_task": build_in_a_thread,
         "executor": build_in_a_process,
     }
+
+
+def _add_routes(
+    app: FastAPI,
+    mode: str,
+    build: Callable[[], None],
+    background: Mapping[str, _Background],
+    task: _BuildTask | None,
+) -> None:
+    """Add `GET /ping`, `GET /recommendations/{user_id}` and `POST /rebuild` to `app`."""
 
     @app.get("/ping")
     async def ping() -> dict[str, bool]:
@@ -293,128 +321,6 @@ def make_demo_app(
         response.status_code = 202
         return {"status": "queued"}
 
-    return app
-
-
-def record_requests(
-    url: str,
-    *,
-    path: str = "/ping",
-    n_clients: int = 3,
-    duration: float = 1.5,
-    n_requests: int = 200,
-    interval: float = 0.05,
-    during: str | Callable[[], Any] | None = None,
-    during_at: float = 0.3,
-    until: Callable[[], bool] | None = None,
-    max_duration: float = 10.0,
-    timeout: float = 10.0,
-    origin: float | None = None,
-) -> pd.DataFrame:
-    """Send GET requests from a few client threads and time every one.
-
-    Each client (its own thread and `httpx.Client`) sends `GET url+path`,
-    waits for the answer, pauses `interval` seconds, and repeats. Clients
-    start `interval / n_clients` apart. A client stops starting new
-    requests once `duration` has passed and `until()` (if given) is true,
-    or after `n_requests` requests, or after `max_duration` whatever
-    `until` says; a request already sent is always waited for (at most
-    `timeout`). Failed requests are kept, with status 0.
-
-    Args:
-        url: The server's base URL.
-        path: The path every client GETs.
-        n_clients: Number of client threads.
-        duration: Minimum length of the recording.
-        n_requests: Cap on the requests each client sends.
-        interval: Pause after each answer before the next request.
-        during: Something to do once, `during_at` seconds in, from its own
-            thread and timed like a request: a path to POST (such as
-            `"/rebuild"`) or any function of no arguments.
-        during_at: When to do `during`.
-        until: Keep recording after `duration` until this returns true
-            (for example until a rebuild has finished).
-        max_duration: Hard cap on the recording.
-        timeout: Timeout of each request.
-        origin: The `time.perf_counter` reading that counts as time 0
-            (the start of the recording by default).
-
-    Returns:
-        One row per request, in start order, with the columns of
-        `COLUMNS` (`mode` is empty): `client` is `"client 1"`...
-        or `"POST /rebuild"` for `during`; `start`, `end` and
-        `latency` in seconds; `status` the HTTP status (0: no answer).
-        `df.attrs["origin"]` holds the origin.
-
-    Raises:
-        ValueError: if a count or time is out of range.
-    """
-    if n_clients < 1 or n_requests < 1:
-        msg = f"need at least one client and one request, got {n_clients} and {n_requests}"
-        raise ValueError(msg)
-    if not 0 < duration <= max_duration or interval < 0 or during_at < 0:
-        msg = "need 0 < duration <= max_duration, interval >= 0 and during_at >= 0"
-        raise ValueError(msg)
-    base = url.rstrip("/")
-    rows: list[dict[str, Any]] = []
-    rows_lock = threading.Lock()
-    # Clients are made before the clock starts: making one costs tens of milliseconds.
-    clients = [httpx.Client(timeout=timeout) for _ in range(n_clients + 1)]
-    t0 = time.perf_counter()
-    zero = t0 if origin is None else origin
-
-    def timed(client: str, label: str, call: Callable[[], Any]) -> None:
-        start = time.perf_counter()
-        try:
-            status = int(getattr(call(), "status_code", 200))
-        except httpx.HTTPError:
-            status = 0
-        end = time.perf_counter()
-        row = {"client": client, "path": label, "start": start - zero, "end": end - zero}
-        with rows_lock:
-            rows.append(row | {"latency": end - start, "status": status})
-
-    def keep_going(sent: int) -> bool:
-        elapsed = time.perf_counter() - t0
-        if sent >= n_requests or elapsed >= max_duration:
-            return False
-        return elapsed < duration or (until is not None and not until())
-
-    def client_loop(number: int) -> None:
-        client = clients[number]
-        time.sleep(interval * number / n_clients)
-        sent = 0
-        while keep_going(sent):
-            timed(f"client {number + 1}", path, lambda: client.get(base + path))
-            sent += 1
-            time.sleep(interval)
-
-    def do_during() -> None:
-        time.sleep(during_at)
-        if callable(during):
-            timed("during", getattr(during, "__name__", "during"), during)
-        else:
-            post = clients[-1].post
-            timed(f"POST {during}", str(during), lambda: post(base + str(during)))
-
-    threads = [
-        threading.Thread(target=client_loop, args=(i,), daemon=True) for i in range(n_clients)
-    ]
-    if during is not None:
-        threads.append(threading.Thread(target=do_during, daemon=True))
-    try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(max_duration + timeout + interval + during_at)
-    finally:
-        for client in clients:
-            client.close()
-    frame = pd.DataFrame(rows, columns=list(COLUMNS)).assign(mode="")
-    frame = frame.sort_values("start", ignore_index=True)
-    frame.attrs["origin"] = zero
-    return frame
-
 
 @dataclass(frozen=True, eq=False)
 class DemoRun:
@@ -422,7 +328,8 @@ class DemoRun:
 
     Attributes:
         mode: The mode (one of `MODES`).
-        requests: One row per request (columns `COLUMNS`), times in
+        requests: One row per request (columns
+            `labsupport.classroom.loadgen.COLUMNS`), times in
             seconds from the start of the recording.
         builds: `(start, end)` of each build, on the same clock.
     """
@@ -450,13 +357,12 @@ class DemoRun:
     def verdicts(self) -> dict[str, bool]:
         """Judge the measurement with generous thresholds (robust on a busy laptop).
 
-        * `post_waited`: the `POST /rebuild` took more than
-          `BLOCKED_FRACTION` of the build.
-        * `ping_waited`: some request that overlapped the build took more
-          than `BLOCKED_FRACTION` of the build.
-        * `kept_flowing`: the requests that overlapped the build had a 90th
-          percentile latency under `FREE_FRACTION` of the build (false
-          when no request overlapped it).
+        - `post_waited`: the `POST /rebuild` took more than half the build.
+        - `ping_waited`: some request that overlapped the build took more
+          than half the build.
+        - `kept_flowing`: the requests that overlapped the build had a 90th
+          percentile latency under a quarter of the build (false when no
+          request overlapped it).
 
         Returns:
             The three verdicts by name.
@@ -468,9 +374,9 @@ class DemoRun:
         longest = float(latencies.max()) if len(latencies) else 0.0
         p90 = float(np.quantile(latencies, 0.9)) if len(latencies) else float("inf")
         return {
-            "post_waited": bool(post > BLOCKED_FRACTION * build),
-            "ping_waited": bool(longest > BLOCKED_FRACTION * build),
-            "kept_flowing": bool(p90 < FREE_FRACTION * build),
+            "post_waited": bool(post > _BLOCKED_FRACTION * build),
+            "ping_waited": bool(longest > _BLOCKED_FRACTION * build),
+            "kept_flowing": bool(p90 < _FREE_FRACTION * build),
         }
 
     def summary(self) -> dict[str, Any]:
@@ -493,7 +399,7 @@ def run_demo(
     *,
     rank: int = 30,
     seed: int = 0,
-    task: BuildTask | None = None,
+    task: _BuildTask | None = None,
     pool: ProcessPoolExecutor | None = None,
     build_threads: int | None = 1,
     n_clients: int = 3,

@@ -1,7 +1,7 @@
 """Show rebuilds and their results readably: a live progress bar and small HTML tables.
 
-- `ProgressBar` (usually through `poll_task(..., progress=True)` or
-  `progress_bar`) follows a rebuild task from 0 to 100 %, driven by
+- `ProgressBar` (usually through `poll_task(..., progress=progress_bar)`
+  or `progress_bar`) follows a rebuild task from 0 to 100 %, driven by
   the `progress` field of each status body. It is a `tqdm.auto` bar: a
   widget in JupyterLab, a line of text on stderr in a terminal.
 - `recommendation_table` turns a top-k list into a
@@ -223,7 +223,7 @@ class ProgressBar:
     `"<task id> <status>"` as its description, and jumps to 100 % on
     `complete`. Pass it as `on_status` to
     `poll_task`, or let `poll_task(...,
-    progress=True)` make one. Closing it leaves the bar on screen: green
+    progress=progress_bar)` make one for the wait. Closing it leaves the bar on screen: green
     at 100 %, red if the task stopped short (failed or interrupted).
 
     In JupyterLab the bar is an ipywidgets widget; the saved notebook keeps a
@@ -318,10 +318,12 @@ def progress_bar(
 ) -> ProgressBar:
     """Return a `ProgressBar`; use it in a `with` block so it is closed.
 
-    ::
+    Either way shows the bar for one wait:
 
         with progress_bar() as bar:
             poll_task(http, status_url, on_status=bar)
+
+        poll_task(http, status_url, progress=progress_bar)
 
     Args:
         desc: The description before the first status arrives.

@@ -31,12 +31,12 @@ from fastapi import BackgroundTasks, FastAPI, Header, HTTPException, Query
 
 from labsupport.tasks import counter_ids
 
-__all__ = ["MISTAKES", "TaskBoard", "blocking_app", "early_error_app", "seed_style_app"]
+__all__ = ["TaskBoard", "blocking_app", "early_error_app", "seed_style_app"]
 
-MISTAKES: tuple[str, ...] = ("await", "direct")
+_MISTAKES: tuple[str, ...] = ("await", "direct")
 """The ways `blocking_app` can run the build inside the request."""
 
-TaskId = Annotated[str | None, Header(description="the client's own task id (seed's X-Task-Id)")]
+_TaskId = Annotated[str | None, Header(description="the client's own task id (seed's X-Task-Id)")]
 
 
 class TaskBoard:
@@ -128,7 +128,7 @@ def blocking_app(*, build_delay: float, mistake: Literal["await", "direct"] | No
 
     Args:
         build_delay: seconds the fake build takes.
-        mistake: one of `MISTAKES`, or `None` for the fixed endpoint.
+        mistake: `"await"` or `"direct"`, or `None` for the fixed endpoint.
 
     Returns:
         The app; `app.state.board` is its `TaskBoard`.
@@ -136,10 +136,9 @@ def blocking_app(*, build_delay: float, mistake: Literal["await", "direct"] | No
     Raises:
         ValueError: for an unknown `mistake`.
     """
-    if mistake is not None and mistake not in MISTAKES:
-        msg = (
-            f"unknown mistake {mistake!r}; choose one of {', '.join(MISTAKES)}, or None for the fix"
-        )
+    if mistake is not None and mistake not in _MISTAKES:
+        choices = ", ".join(_MISTAKES)
+        msg = f"unknown mistake {mistake!r}; choose one of {choices}, or None for the fix"
         raise ValueError(msg)
     board = TaskBoard(build_delay)
     app = FastAPI(title=f"Rebuild, mistake={mistake}")
@@ -192,7 +191,7 @@ def early_error_app(*, build_delay: float, fixed: bool = False) -> FastAPI:
 
         @app.post("/recommender/rebuild", status_code=202)
         async def rebuild(
-            background: BackgroundTasks, rank: int = 10, x_task_id: TaskId = None
+            background: BackgroundTasks, rank: int = 10, x_task_id: _TaskId = None
         ) -> dict[str, str]:
             task_id = x_task_id or board.new_id()
             board.status[task_id] = "queued"  # registered first ...
@@ -207,7 +206,7 @@ def early_error_app(*, build_delay: float, fixed: bool = False) -> FastAPI:
         async def rebuild_fixed(
             background: BackgroundTasks,
             rank: Annotated[int, Query(ge=1, le=50)] = 10,  # validated before the body runs
-            x_task_id: TaskId = None,
+            x_task_id: _TaskId = None,
         ) -> dict[str, str]:
             task_id = x_task_id or board.new_id()
             board.status[task_id] = "queued"

@@ -1,19 +1,31 @@
-"""Cache the serving model and task records in Redis, or in memory when Redis is absent.
+"""Notebook 05's preview: the serving model and task records in Redis, or in memory.
 
-A preview of Lab 2's "Redis-ready hooks": several API processes (or one that
-restarts) can share the last model built and the state of rebuild tasks.
-`connect` returns a `RedisCache` when a Redis server answers and
-a `MemoryCache` with the same methods when it does not, so code (and a
-notebook) written against one runs unchanged on the other. Session 10 starts a
-real Redis next to the API with Docker Compose.
+This is the teaching cache of Lab 2's "Redis-ready hooks", not the backend
+several API processes run on (that is `labsupport.scaleout.registry`). It
+shows the idea in a few plain commands: one process (or one that restarts)
+saves the last model built and the state of its rebuild tasks, another reads
+them back. `connect` returns a `RedisCache` when a Redis server answers and a
+`MemoryCache` with the same methods when it does not, so code (and a
+notebook) written against one runs unchanged on the other. Session 10 starts
+a real Redis next to the API with Docker Compose.
 
 Keys (`prefix` defaults to `"labsupport"`):
 
-=================================  ==============================================
-`<prefix>:model:<version>`       one model, as the bytes of `model_to_bytes`
-`<prefix>:model:current`         the serving version number (moved with one SET)
-`<prefix>:task:<task_id>`        one task record as JSON, expiring after `task_ttl`
-=================================  ==============================================
+| key | what it holds |
+| --- | --- |
+| `<prefix>:model:<version>` | one model, as the bytes of `model_to_bytes` |
+| `<prefix>:model:current` | the serving version number (moved with one SET) |
+| `<prefix>:task:<task_id>` | one task record, `Task.to_dict()` as JSON, expiring after `task_ttl` |
+
+Tasks and models are kept differently in the registry, for a different
+audience. Here a task is one JSON string written whole by whoever saves it,
+the shape the API serves, which a notebook can print; nothing stops two
+writers from overwriting each other, which a preview can live with. The
+registry keeps each task as a hash under `<prefix>:rebuild:<task_id>` that
+only atomic Lua scripts change, with leases and idempotency keys beside it,
+because several processes change tasks at once there. The model keys are the
+same in both, in the same encoding: `load_model()` here reads the model the
+registry published.
 
 Models are stored as numpy arrays written by `numpy.savez` and read back
 with `allow_pickle=False`: a cache must never unpickle bytes, because anyone
@@ -30,25 +42,25 @@ All times are in seconds.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import fields
 from types import TracebackType
 from typing import Any, cast
-from urllib.parse import urlsplit
 
-import numpy as np
-import scipy.sparse as sp
-
-from labsupport.errors import LabError
 from labsupport.recommender import Model
+from labsupport.scaleout._redis import (
+    RedisUnavailableError,
+    check_ttls,
+    describe_url,
+    model_from_bytes,
+    model_to_bytes,
+    ms,
+)
 
 __all__ = [
-    "DEFAULT_URL",
     "MemoryCache",
     "RedisCache",
     "RedisUnavailableError",
@@ -57,104 +69,10 @@ __all__ = [
     "model_to_bytes",
 ]
 
-DEFAULT_URL = "redis://127.0.0.1:6379/0"
+_DEFAULT_URL = "redis://127.0.0.1:6379/0"
 """Where `connect` looks by default: a Redis on this machine, database 0."""
 
-_FORMAT = 1  # bump when the layout written by model_to_bytes changes
 _START_REDIS = "start one with `redis-server --port {port}` or `docker run -p {port}:6379 redis`"
-
-
-class RedisUnavailableError(LabError, ConnectionError):
-    """No Redis server answers at the cache's address; the message says how to start one."""
-
-
-_SCALARS = (
-    "global_mean", "version", "built_at", "rank", "method",
-    "n_users", "n_movies", "n_ratings", "build_seconds",
-)  # fmt: skip
-
-
-# ---------------------------------------------------------------- models as bytes
-
-
-def model_to_bytes(model: Model) -> bytes:
-    """Serialise a model to bytes: its arrays in one `.npz` archive, no pickle.
-
-    Every numpy array of the model is saved as it is; the sparse `rated`
-    matrix as its three CSR arrays; the scalar fields as one JSON string.
-
-    Args:
-        model: A model from `labsupport.recommender.build_model`.
-
-    Returns:
-        Bytes that `model_from_bytes` turns back into an equal model.
-    """
-    arrays: dict[str, Any] = {
-        f.name: getattr(model, f.name)
-        for f in fields(model)
-        if isinstance(getattr(model, f.name), np.ndarray)
-    }
-    arrays["rated_data"] = model.rated.data
-    arrays["rated_indices"] = model.rated.indices
-    arrays["rated_indptr"] = model.rated.indptr
-    meta = {name: getattr(model, name) for name in _SCALARS}
-    meta |= {"format": _FORMAT, "rated_shape": list(model.rated.shape)}
-    arrays["meta"] = np.array(json.dumps(meta))  # a unicode array: no pickle needed
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    return buffer.getvalue()
-
-
-def model_from_bytes(data: bytes) -> Model:
-    """Rebuild a model from `model_to_bytes` output.
-
-    Args:
-        data: The bytes read from the cache.
-
-    Returns:
-        The model, read-only like every model.
-
-    Raises:
-        ValueError: if the bytes are not a model archive of a known format
-            (they would need pickle, are truncated, or come from a newer
-            version of this module); rebuild the model instead.
-    """
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-        meta = json.loads(str(arrays.pop("meta")))
-    except (OSError, ValueError, KeyError, EOFError) as exc:
-        msg = f"these bytes are not a cached model ({exc}); rebuild the model instead"
-        raise ValueError(msg) from exc
-    if meta.get("format") != _FORMAT:
-        msg = (
-            f"cached model has format {meta.get('format')!r}, this code reads {_FORMAT}; "
-            "rebuild the model instead"
-        )
-        raise ValueError(msg)
-    rated = sp.csr_matrix(
-        (arrays.pop("rated_data"), arrays.pop("rated_indices"), arrays.pop("rated_indptr")),
-        shape=tuple(meta["rated_shape"]),
-    )
-    scalars = {name: meta[name] for name in _SCALARS}
-    return Model(rated=rated, **arrays, **scalars)
-
-
-# ---------------------------------------------------------------- helpers
-# (labsupport.scaleout.registry uses these too)
-
-
-def _check_ttls(**ttls: float) -> None:
-    """Raise `ValueError` unless every TTL given is a positive number of seconds."""
-    for name, value in ttls.items():
-        if not value > 0:
-            msg = f"{name} must be a positive number of seconds, got {value!r}"
-            raise ValueError(msg)
-
-
-def _ms(seconds: float) -> int:
-    """Seconds as the whole milliseconds Redis's `PX` and `PEXPIRE` take (at least 1)."""
-    return max(1, math.ceil(seconds * 1000))
 
 
 # ---------------------------------------------------------------- the caches
@@ -167,7 +85,7 @@ class _Cache:
     """`"redis"` or `"memory"`."""
 
     def __init__(self, *, prefix: str, task_ttl: float, old_model_ttl: float, reason: str) -> None:
-        _check_ttls(task_ttl=task_ttl, old_model_ttl=old_model_ttl)
+        check_ttls(task_ttl=task_ttl, old_model_ttl=old_model_ttl)
         self.prefix = prefix
         self.task_ttl = task_ttl
         self.old_model_ttl = old_model_ttl
@@ -390,7 +308,7 @@ class RedisCache(_Cache):
             raise RedisUnavailableError(msg) from exc
 
     def _set(self, key: str, value: bytes, ttl: float | None) -> None:
-        self._call("set", key, value, px=None if ttl is None else _ms(ttl))
+        self._call("set", key, value, px=None if ttl is None else ms(ttl))
 
     def _get(self, key: str) -> bytes | None:
         return cast("bytes | None", self._call("get", key))
@@ -399,7 +317,7 @@ class RedisCache(_Cache):
         return cast("bytes | None", self._call("set", key, value, get=True))  # SET ... GET
 
     def _expire(self, key: str, ttl: float) -> None:
-        self._call("pexpire", key, _ms(ttl))
+        self._call("pexpire", key, ms(ttl))
 
     def close(self) -> None:
         """Close the connection pool; calling it twice is harmless."""
@@ -423,19 +341,8 @@ def _client_address(client: Any) -> tuple[str, int]:
     return f"{options.get('host', '?')}:{port} db {options.get('db', 0)}", port
 
 
-def _where(url: str) -> tuple[str, int]:
-    """Describe a Redis URL without its password: `("host:port db N", port)`."""
-    parts = urlsplit(url)
-    try:
-        port = parts.port or 6379
-    except ValueError:  # a port that is not a number: connecting will say so
-        port = 6379
-    db = parts.path.lstrip("/") or "0"
-    return f"{parts.hostname or '?'}:{port} db {db}", port
-
-
 def connect(
-    url: str = DEFAULT_URL,
+    url: str = _DEFAULT_URL,
     *,
     timeout: float = 0.2,
     prefix: str = "labsupport",
@@ -469,7 +376,7 @@ def connect(
         RedisUnavailableError: with `required=True`, when there is no Redis
             to use; the message says why and how to start one.
     """
-    where, port = _where(url)
+    where, port = describe_url(url)
 
     def fallback(problem: str, advice: str) -> MemoryCache:
         if required:

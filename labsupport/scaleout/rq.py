@@ -11,7 +11,9 @@ memory or crashes takes nothing else down; and its job states map onto the
 task states: `queued -> started -> finished | failed`. A task's id is its
 job's id, so `rq info` and the status endpoint name the same things. Jobs
 are stored as JSON (RQ's `JSONSerializer`), not pickle: nothing read from
-Redis is ever unpickled, as in `labsupport.scaleout.cache`.
+Redis is ever unpickled, as in `labsupport.scaleout.cache`. A job names its
+function by dotted path, `labsupport.scaleout.rq.run_rebuild`, which the
+worker imports: moving that function breaks the jobs already queued.
 
 The task state stays in `labsupport.scaleout.registry`: the job claims its
 task's lease, refreshes it every quarter of `lease_ttl` from a thread, and
@@ -23,7 +25,7 @@ worker dies mid-build:
   worker next cleans its registries.
 * **Killing the worker does not kill its build.** The work horse runs in its own
   process group, so after a SIGKILL of the worker it carries on as an orphan
-  (measured with RQ 3.0.0: it finished the job and RQ recorded `finished`).
+  (seen with RQ 3.0.0: it finished the job and RQ recorded `finished`).
   Here the job's heartbeat thread checks that its worker is alive and ends
   the horse when it is not, as the loss of the machine would.
 * **The task reads `failed` about `lease_ttl` seconds later** (10 by
@@ -51,21 +53,24 @@ from typing import TYPE_CHECKING, Any
 
 from labsupport.errors import LabError
 from labsupport.recommender import build_model
-from labsupport.scaleout.registry import Heartbeat, RedisTaskRegistry, connect_redis, run_build
+from labsupport.scaleout._redis import connect_redis
+from labsupport.scaleout.builder import Heartbeat, run_build
+from labsupport.scaleout.registry import RedisTaskRegistry
 from labsupport.store import SQLiteStore
-from labsupport.tasks import TaskStatus
+from labsupport.tasks.states import TaskStatus
 
 if TYPE_CHECKING:
     import redis
 
-__all__ = ["DB_ENV", "QUEUE_NAME", "MissingDatabaseError", "RQJobQueue", "run_rebuild", "work"]
+__all__ = ["MissingDatabaseError", "RQJobQueue", "run_rebuild", "work"]
 
 logger = logging.getLogger("labsupport.scaleout.rq")
 
-QUEUE_NAME = "labsupport-rebuilds"
+_QUEUE_NAME = "labsupport-rebuilds"
 """The RQ queue rebuilds go to."""
-DB_ENV = "LABSUPPORT_DB"
+_DB_ENV = "LABSUPPORT_DB"
 """The environment variable that tells a job which SQLite file to read ratings from."""
+_JOB = "labsupport.scaleout.rq.run_rebuild"  # what the worker imports: see run_rebuild
 _WAITING = frozenset({"created", "queued", "deferred", "scheduled", "rate_limited"})
 
 
@@ -84,7 +89,7 @@ class RQJobQueue:
     """
 
     def __init__(
-        self, connection: redis.Redis, *, name: str = QUEUE_NAME, job_timeout: float = 3600.0
+        self, connection: redis.Redis, *, name: str = _QUEUE_NAME, job_timeout: float = 3600.0
     ) -> None:
         from rq import Queue
         from rq.serializers import JSONSerializer
@@ -98,7 +103,7 @@ class RQJobQueue:
     def enqueue(self, task_id: str, settings: Mapping[str, Any]) -> None:
         """Queue `run_rebuild` for `task_id`; the job's id is the task's id."""
         self.queue.enqueue_call(
-            "labsupport.scaleout.rq.run_rebuild",
+            _JOB,
             kwargs={"task_id": task_id, "max_wait": self.job_timeout / 2, **settings},
             job_id=task_id,
             timeout=int(self.job_timeout),
@@ -161,9 +166,11 @@ def run_rebuild(
     from rq import get_current_job
 
     job = get_current_job()
-    db = os.environ.get(DB_ENV)
+    db = os.environ.get(_DB_ENV)
     if job is None or not db:
-        msg = f"run_rebuild runs in an RQ worker with {DB_ENV} set: use python -m labsupport worker"
+        msg = (
+            f"run_rebuild runs in an RQ worker with {_DB_ENV} set: use python -m labsupport worker"
+        )
         raise RuntimeError(msg)
     registry = RedisTaskRegistry(
         job.connection,
@@ -210,7 +217,7 @@ def work(
     redis_url: str,
     *,
     db: str | os.PathLike[str],
-    queue: str = QUEUE_NAME,
+    queue: str = _QUEUE_NAME,
     burst: bool = False,
     log_level: str = "INFO",
 ) -> int:
@@ -235,7 +242,7 @@ def work(
         msg = f"no database at {path}; pass the --db file the API servers use"
         raise MissingDatabaseError(msg)
     connection = connect_redis(redis_url, timeout=None)  # the dequeue blocks for minutes
-    os.environ[DB_ENV] = str(path.resolve())  # read by each job, in its forked work horse
+    os.environ[_DB_ENV] = str(path.resolve())  # read by each job, in its forked work horse
     rq_queue = Queue(queue, connection=connection, serializer=JSONSerializer)
     worker = Worker([rq_queue], connection=connection, serializer=JSONSerializer)
     worker.work(burst=burst, logging_level=log_level.upper())

@@ -1,9 +1,10 @@
 """The API's rebuild service with its state in Redis, so several API processes share it.
 
-`RedisRebuildService` has the methods `create_app()` uses from
-`RebuildService` (`request`, `start`, `get`,
-`model`, `accepting`, `close`, `shutdown`...), so the API code is the
-same whichever service it gets. What changes is where things live:
+`RedisRebuildService` provides `RebuildServiceProtocol`, like
+`RebuildService`, so the API code is the same whichever service it gets; what
+both do the same way (closing, the shutdown sequence, the served model, the
+default builder) they share through `labsupport.tasks.base.RebuildServiceBase`.
+What changes is where things live:
 
 * **Tasks and idempotency keys** are in Redis (`labsupport.scaleout.registry`),
   so a task created through one API process is visible through every other,
@@ -18,7 +19,7 @@ same whichever service it gets. What changes is where things live:
   `RebuildService` does; the process holds the task's lease and a crash of
   the process shows as `interrupted`) or on RQ workers (`queue=`
   `RQJobQueue`: `start` only enqueues, and a dead
-  worker shows as `failed`). See `labsupport.scaleout.rq`.
+  RQ worker shows as `failed`). See `labsupport.scaleout.rq`.
 
 Shutting down an API process interrupts only the builds it runs itself;
 with RQ, tasks belong to the queue and its workers and carry on.
@@ -29,38 +30,29 @@ All times are in seconds.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from labsupport.recommender import Model
-from labsupport.scaleout.registry import (
-    Heartbeat,
-    RedisTaskRegistry,
-    connect_redis,
-    run_build,
-)
+from labsupport.scaleout._redis import connect_redis
+from labsupport.scaleout.builder import Heartbeat, run_build
+from labsupport.scaleout.registry import RedisTaskRegistry
 from labsupport.store import Store
-from labsupport.tasks import (
-    EXECUTORS,
-    Builder,
-    BuildProcess,
-    ServiceClosedError,
-    Task,
-    TaskStatus,
-    build_where,
-)
+from labsupport.tasks.base import RebuildServiceBase, RebuildServiceProtocol
+from labsupport.tasks.states import Builder, Task, TaskStatus
 
-__all__ = ["JobQueue", "RedisRebuildService"]
+__all__ = ["RedisRebuildService"]
 
 logger = logging.getLogger("labsupport.scaleout.service")
 
 
-class JobQueue(Protocol):
+class _JobQueue(Protocol):
     """Where a service sends rebuilds that run elsewhere: `RQJobQueue`."""
 
     def enqueue(self, task_id: str, settings: Mapping[str, Any]) -> None:
@@ -70,7 +62,7 @@ class JobQueue(Protocol):
         """Return `None` while the task's job may still run, else why it never will."""
 
 
-class RedisRebuildService:
+class RedisRebuildService(RebuildServiceBase):
     """A rebuild service whose tasks and model live in Redis, shared with other processes.
 
     Args:
@@ -88,14 +80,19 @@ class RedisRebuildService:
         task_id_factory: Makes task ids (random UUIDs by default; ids must be
             unique across every process sharing the Redis).
         owns_client: Close the registry's Redis client at `shutdown`.
+
+    Raises:
+        ValueError: `executor` is not one of `EXECUTORS`.
     """
+
+    _logger = logger
 
     def __init__(
         self,
         store: Store,
         registry: RedisTaskRegistry,
         *,
-        queue: JobQueue | None = None,
+        queue: _JobQueue | None = None,
         build: Builder | None = None,
         build_options: Mapping[str, Any] | None = None,
         build_delay: float = 0.0,
@@ -104,32 +101,24 @@ class RedisRebuildService:
         task_id_factory: Callable[[], str] | None = None,
         owns_client: bool = False,
     ) -> None:
-        if executor not in EXECUTORS:
-            msg = f"executor must be one of {', '.join(map(repr, EXECUTORS))}, got {executor!r}"
-            raise ValueError(msg)
-        self.store = store
+        super().__init__(
+            store,
+            build=build,
+            build_options=build_options,
+            build_delay=build_delay,
+            executor=executor,
+            task_id_factory=task_id_factory,
+            builds_here=queue is None,  # with a queue, the RQ workers build
+        )
         self.registry = registry
         self.queue = queue
-        self.build_options = dict(build_options or {})
-        self.build_delay = build_delay
         self.poll_interval = poll_interval
-        self.executor = executor
-        self._build = build or self._default_build
-        # the child process, for builds run here by the default builder
-        local = queue is None and build is None and executor != "thread"
-        self._worker = BuildProcess() if local else None
-        self._new_id = task_id_factory or (lambda: str(uuid.uuid4()))
         self._owns_client = owns_client
         self.owner = f"api:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         """This service's lease token: the tasks it builds are held under it."""
-        self._lock = threading.Lock()
-        self._changed = threading.Condition()
+        self._lock = threading.Lock()  # one model refresh at a time
         self._mine: set[str] = set()  # unfinished tasks this process builds (and heartbeats)
         self._active = 0  # builds running on this process's threads
-        self._accepting = True
-        self._closed_at = 0.0
-        self._model: Model | None = None
-        self._model_ratings_version = 0
         self._stop = threading.Event()
         self.refresh_model()
         self._poller = threading.Thread(
@@ -157,12 +146,13 @@ class RedisRebuildService:
             url: A `redis://host:port/db` URL.
             store: Where ratings are read from.
             queue: `"none"` (build in this process) or `"rq"` (enqueue for
-                `python -m labsupport worker`).
+                the RQ workers of `python -m labsupport worker`).
             prefix: First part of every key.
             lease_ttl: See `RedisTaskRegistry`.
             **options: Passed to the constructor (`build_delay`, `executor`...).
 
         Raises:
+            ValueError: `queue` is neither `"none"` nor `"rq"`.
             RedisUnavailableError: nothing answered at `url`.
             MissingRedisError: the `redis` package is not installed.
         """
@@ -171,7 +161,7 @@ class RedisRebuildService:
             raise ValueError(msg)
         client = connect_redis(url)
         registry = RedisTaskRegistry(client, prefix=prefix, lease_ttl=lease_ttl)
-        job_queue: JobQueue | None = None
+        job_queue: _JobQueue | None = None
         if queue == "rq":
             from labsupport.scaleout.rq import RQJobQueue
 
@@ -183,16 +173,6 @@ class RedisRebuildService:
         return f"<RedisRebuildService prefix={self.registry.prefix!r} builds in {where}>"
 
     # -- reading -----------------------------------------------------------
-
-    @property
-    def model(self) -> Model | None:
-        """The model this process serves (`None` before the first build anywhere)."""
-        return self._model
-
-    @property
-    def accepting(self) -> bool:
-        """Whether this process accepts new rebuilds (false once shutdown has begun)."""
-        return self._accepting
 
     def get(self, task_id: str) -> Task | None:
         """Return the task as every process sees it, or `None` if unknown.
@@ -219,10 +199,6 @@ class RedisRebuildService:
         if any(not t.done and self._reap(t.task_id) for t in tasks):
             tasks = self.registry.tasks()
         return tasks
-
-    def ratings_since_build(self) -> int:
-        """Return how many rating writes happened since the serving model's build."""
-        return max(0, self.store.ratings_version() - self._model_ratings_version)
 
     def refresh_model(self) -> Model | None:
         """Load the model `model:current` names, if it is not the one served; return it.
@@ -256,9 +232,7 @@ class RedisRebuildService:
         Raises:
             ServiceClosedError: this process is shutting down.
         """
-        if not self._accepting:
-            msg = "the service is shutting down and accepts no new rebuilds"
-            raise ServiceClosedError(msg)
+        self._check_accepting()
         waiting = self.registry.pointer("queued")
         if waiting is not None:
             self._reap(waiting)  # never join a queued task nobody will build
@@ -300,11 +274,7 @@ class RedisRebuildService:
         if self.queue is not None:
             self.queue.enqueue(task_id, self.job_settings())
             return None
-        worker = threading.Thread(
-            target=self._execute, args=(task_id,), name=f"rebuild-{task_id}", daemon=True
-        )
-        worker.start()
-        return worker
+        return self._start_thread(task_id)
 
     def job_settings(self) -> dict[str, Any]:
         """Return what a queued job needs to know (JSON values only)."""
@@ -319,27 +289,24 @@ class RedisRebuildService:
             "build_options": self.build_options,
         }
 
-    def rebuild_now(self, timeout: float = 600.0) -> Task:
+    def rebuild_now(self, timeout: float | None = 600.0) -> Task:
         """Request a rebuild and wait for it (at most `timeout` seconds); return the task.
 
         Without a job queue a new task is built in the calling thread; with
-        one it waits for a worker. A server must not call this from a request
-        handler.
+        one it waits for an RQ worker. `None` waits without a limit. A server
+        must not call this from a request handler.
         """
-        task, created = self.request()
-        if created and self.queue is None:
-            self._execute(task.task_id)
-        elif created:
-            self.start(task.task_id)
-        return self.wait(task.task_id, timeout)
+        return super().rebuild_now(timeout)
 
-    def wait(self, task_id: str, timeout: float = 600.0) -> Task:
+    def wait(self, task_id: str, timeout: float | None = 600.0) -> Task:
         """Poll until a task reaches a final state or `timeout` seconds pass; return it.
+
+        `None` polls without a limit.
 
         Raises:
             KeyError: no task has this id.
         """
-        deadline = time.monotonic() + timeout
+        deadline = math.inf if timeout is None else time.monotonic() + timeout
         pause = 0.02
         while True:
             task = self.get(task_id)
@@ -350,33 +317,21 @@ class RedisRebuildService:
             time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
             pause = min(pause * 2, 0.2)
 
-    # -- shutting down ---------------------------------------------------------
+    # -- internals ---------------------------------------------------------------
 
-    def close(self) -> None:
-        """Refuse new rebuilds in this process from now on; running builds carry on."""
-        with self._changed:
-            if self._accepting:
-                self._accepting = False
-                self._closed_at = time.monotonic()
-                self._changed.notify_all()
+    def _build_now(self, task_id: str, timeout: float | None) -> Task:
+        if self.queue is None:
+            self._execute(task_id)
+        else:
+            self.start(task_id)
+        return self.wait(task_id, timeout)
 
-    def wait_idle(self, timeout: float | None = None) -> bool:
-        """Wait until no build runs in this process (or `timeout` passes); return whether idle."""
-        with self._changed:
-            return self._changed.wait_for(lambda: self._active == 0, timeout)
+    def _idle(self) -> bool:
+        return self._active == 0
 
-    def shutdown(self, grace: float = 5.0) -> list[Task]:
-        """Refuse new rebuilds, give this process's builds `grace` seconds, interrupt the rest.
-
-        Only tasks this process builds are touched: with a job queue, queued
-        and running tasks belong to the workers and carry on. The grace period
-        counts from `close` when that was called first.
-
-        Returns:
-            The tasks marked `interrupted`.
-        """
-        self.close()
-        self.wait_idle(max(0.0, self._closed_at + grace - time.monotonic()))
+    def _interrupt_unfinished(self) -> list[Task]:
+        # Only tasks this process builds: with a job queue, queued and running
+        # tasks belong to the RQ workers and carry on.
         interrupted = []
         error = "the service shut down before this rebuild finished"
         for task_id in self._my_tasks():
@@ -384,18 +339,16 @@ class RedisRebuildService:
                 task = self.registry.get(task_id)
                 if task is not None:
                     interrupted.append(task)
-        if interrupted:
-            logger.warning("interrupted %d unfinished rebuild(s) at shutdown", len(interrupted))
+        return interrupted
+
+    def _release(self) -> None:
         self._stop.set()
         self._heartbeat.stop()
         self._poller.join(5)
-        if self._worker is not None:
-            self._worker.close()
+        if self._build_process is not None:
+            self._build_process.close()
         if self._owns_client:
             self.registry.client.close()
-        return interrupted
-
-    # -- internals ---------------------------------------------------------------
 
     def _my_tasks(self) -> list[str]:
         with self._changed:
@@ -404,18 +357,6 @@ class RedisRebuildService:
     def _reap(self, task_id: str) -> bool:
         job_state = self.queue.job_state if self.queue is not None else None
         return self.registry.reap(task_id, job_state=job_state)
-
-    def _default_build(
-        self, ratings: Any, *, version: int, progress: Callable[[float], None]
-    ) -> Model:
-        return build_where(
-            self.executor,
-            self._worker,
-            ratings,
-            version=version,
-            progress=progress,
-            **self.build_options,
-        )
 
     def _execute(self, task_id: str) -> None:
         with self._changed:
@@ -462,3 +403,7 @@ class RedisRebuildService:
                 failing = True
             else:
                 failing = False
+
+
+if TYPE_CHECKING:  # mypy checks that the class provides the protocol the API types against
+    _CONFORMS: type[RebuildServiceProtocol] = RedisRebuildService

@@ -24,7 +24,6 @@ from labsupport.tasks import RebuildService, TaskStatus, counter_ids
 
 __all__ = [
     "MUST_PROTECT",
-    "MUST_STAY_OPEN",
     "app_routes",
     "check_auto_rebuilder",
     "check_protected",
@@ -35,7 +34,7 @@ MUST_PROTECT = frozenset(
     {("POST", "/movies"), ("POST", "/ratings"), ("POST", "/recommender/rebuild")}
 )
 """Routes that change data or start expensive work: they need a token."""
-MUST_STAY_OPEN = frozenset({("GET", "/health")})
+_MUST_STAY_OPEN = frozenset({("GET", "/health")})
 """Routes a load balancer or an orchestrator calls without credentials."""
 
 
@@ -94,7 +93,7 @@ def check_protected(protected: Collection[tuple[str, str]]) -> None:
         f"{open_writes} changes data or starts a rebuild, yet anyone could call it: "
         "protect every POST",
     )
-    closed = sorted(MUST_STAY_OPEN & chosen)
+    closed = sorted(_MUST_STAY_OPEN & chosen)
     require(
         not closed,
         f"{closed} must stay open: load balancers and Docker health checks call it without a token",

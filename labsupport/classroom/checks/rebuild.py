@@ -209,7 +209,7 @@ def check_success_criteria(
     Raises:
         CheckFailed: naming the criterion that is not met and what to look at.
     """
-    from labsupport.retry import poll_task
+    from labsupport.retry.poll import poll_task
 
     codes = [
         client.post("/ratings", json={"movie_id": m, "user_id": user_id, "score": s}).status_code

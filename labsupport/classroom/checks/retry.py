@@ -234,64 +234,76 @@ def check_fixed_helper(helper: Callable[..., Any]) -> None:
         ((_connect_error(), 200), "returned", 200, 2),
     ]
     for outcomes, want_kind, want_status, want_calls in cases:
-        fake = _FakeTime()
-        script = _Script(*outcomes, fake=fake)
-        kind, value = _run(helper, script, fake, **options)
-        status = _status_of(kind, value)
-        where = f"With answers {_describe(outcomes)} and retries=3"
-        if script.calls > 1 and not fake.sleeps:
-            msg = (
-                f"{where} the helper never called the sleep you passed in: "
-                "use sleep(...), not time.sleep(...)."
-            )
-            raise CheckFailed(msg)
-        if kind == "returned" and want_kind == "raised" and script.calls > 1 and status == 404:
-            msg = (
-                f"{where} the helper made {script.calls} calls and then returned the 404: a 4xx "
-                "other than 408/429 means the request is wrong, so raise at once, and the last "
-                "call needs raise_for_status() too."
-            )
-            raise CheckFailed(msg)
-        if kind == "returned" and want_kind == "raised":
-            msg = (
-                f"{where} the helper returned HTTP {status} after {script.calls} calls instead of "
-                "raising: the last call needs raise_for_status() too, so the caller sees the error."
-            )
-            raise CheckFailed(msg)
-        if kind == "raised" and want_kind == "returned":
-            msg = (
-                f"{where} the helper raised {type(value).__name__} instead of returning the 200: "
-                "retry 408, 429, the 5xx and transport errors such as httpx.ConnectError."
-            )
-            raise CheckFailed(msg)
-        require(
-            kind == "returned" or isinstance(value, httpx.HTTPStatusError),
-            f"{where} the helper raised {type(value).__name__}: {value}; "
-            "let the last httpx.HTTPStatusError propagate instead.",
-        )
-        if want_status is not None and want_status < 500 and want_kind == "raised":
-            require(
-                script.calls == 1,
-                f"{where} the helper made {script.calls} calls: a {want_status} means the request "
-                "itself is wrong, so raise at once (retry only 408, 429 and 5xx).",
-            )
-        require(
-            script.calls == want_calls,
-            f"{where} the helper made {script.calls} calls, expected {want_calls}: one call plus "
-            "at most `retries` retries, and no extra unguarded call at the end.",
-        )
-        require(
-            status == want_status,
-            f"{where} the helper ended with HTTP {status}, expected {want_status}.",
-        )
-        require(
-            len(fake.sleeps) == script.calls - 1,
-            f"{where} the helper slept {len(fake.sleeps)} times for {script.calls} calls: sleep "
-            "only between two calls, never after the last one.",
-        )
+        _check_fixed_case(helper, outcomes, want_kind, want_status, want_calls, options)
     passed(
         "the fixed helper raises 4xx at once, retries 408/429/5xx/transport errors, "
         "and makes at most retries + 1 calls"
+    )
+
+
+def _check_fixed_case(
+    helper: Callable[..., Any],
+    outcomes: tuple[int | Exception, ...],
+    want_kind: str,
+    want_status: int | None,
+    want_calls: int,
+    options: dict[str, float],
+) -> None:
+    """Run `helper` on one scripted case of `check_fixed_helper`; raise `CheckFailed` if wrong."""
+    fake = _FakeTime()
+    script = _Script(*outcomes, fake=fake)
+    kind, value = _run(helper, script, fake, **options)
+    status = _status_of(kind, value)
+    where = f"With answers {_describe(outcomes)} and retries=3"
+    if script.calls > 1 and not fake.sleeps:
+        msg = (
+            f"{where} the helper never called the sleep you passed in: "
+            "use sleep(...), not time.sleep(...)."
+        )
+        raise CheckFailed(msg)
+    if kind == "returned" and want_kind == "raised" and script.calls > 1 and status == 404:
+        msg = (
+            f"{where} the helper made {script.calls} calls and then returned the 404: a 4xx "
+            "other than 408/429 means the request is wrong, so raise at once, and the last "
+            "call needs raise_for_status() too."
+        )
+        raise CheckFailed(msg)
+    if kind == "returned" and want_kind == "raised":
+        msg = (
+            f"{where} the helper returned HTTP {status} after {script.calls} calls instead of "
+            "raising: the last call needs raise_for_status() too, so the caller sees the error."
+        )
+        raise CheckFailed(msg)
+    if kind == "raised" and want_kind == "returned":
+        msg = (
+            f"{where} the helper raised {type(value).__name__} instead of returning the 200: "
+            "retry 408, 429, the 5xx and transport errors such as httpx.ConnectError."
+        )
+        raise CheckFailed(msg)
+    require(
+        kind == "returned" or isinstance(value, httpx.HTTPStatusError),
+        f"{where} the helper raised {type(value).__name__}: {value}; "
+        "let the last httpx.HTTPStatusError propagate instead.",
+    )
+    if want_status is not None and want_status < 500 and want_kind == "raised":
+        require(
+            script.calls == 1,
+            f"{where} the helper made {script.calls} calls: a {want_status} means the request "
+            "itself is wrong, so raise at once (retry only 408, 429 and 5xx).",
+        )
+    require(
+        script.calls == want_calls,
+        f"{where} the helper made {script.calls} calls, expected {want_calls}: one call plus "
+        "at most `retries` retries, and no extra unguarded call at the end.",
+    )
+    require(
+        status == want_status,
+        f"{where} the helper ended with HTTP {status}, expected {want_status}.",
+    )
+    require(
+        len(fake.sleeps) == script.calls - 1,
+        f"{where} the helper slept {len(fake.sleeps)} times for {script.calls} calls: sleep "
+        "only between two calls, never after the last one.",
     )
 
 

@@ -27,12 +27,12 @@ __all__ = [
     "reference_rank_k",
 ]
 
-FloatMatrix = npt.NDArray[np.float64]
+_FloatMatrix = npt.NDArray[np.float64]
 
 _ATOL = 1e-8  # agreement tolerance for reconstructions, in stars
 
 
-def _sample_matrices(seed: int) -> list[FloatMatrix]:
+def _sample_matrices(seed: int) -> list[_FloatMatrix]:
     """Return small rating-like matrices (zeros where missing) of awkward shapes."""
     rng = np.random.default_rng(seed)
     shapes = [(4, 6), (6, 4), (3, 3), (1, 5), (5, 1)]
@@ -60,7 +60,7 @@ def _call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         raise CheckFailed(msg) from exc
 
 
-def check_fixed_scores(fixed_scores: Callable[[FloatMatrix], Any]) -> None:
+def check_fixed_scores(fixed_scores: Callable[[_FloatMatrix], Any]) -> None:
     """Check `fixed_scores(matrix)`: the seed's score matrix without the reshape bug.
 
     The right answer has one score per (user, movie), shape `(n_users,
@@ -90,7 +90,7 @@ def check_fixed_scores(fixed_scores: Callable[[FloatMatrix], Any]) -> None:
     passed("fixed_scores returns one score per user and movie: exactly the input, as feared")
 
 
-def reference_rank_k(matrix: Any, k: int) -> FloatMatrix:
+def reference_rank_k(matrix: Any, k: int) -> _FloatMatrix:
     """Return the best rank-*k* approximation of *matrix* (truncated SVD).
 
     Args:
@@ -105,7 +105,7 @@ def reference_rank_k(matrix: Any, k: int) -> FloatMatrix:
     return np.asarray((u[:, :k] * s[:k]) @ vt[:k])
 
 
-def check_rank_k(rank_k: Callable[[FloatMatrix, int], Any]) -> None:
+def check_rank_k(rank_k: Callable[[_FloatMatrix, int], Any]) -> None:
     """Check `rank_k(matrix, k)`, the rank-*k* reconstruction, against numpy.
 
     Every `k` from 1 to `min(matrix.shape) - 1` is tried (the range

@@ -12,7 +12,7 @@ import importlib
 import types
 from typing import Any
 
-__all__ = ["PALETTE", "STATUS_COLOURS", "style_dict", "use_style"]
+__all__ = ["PALETTE", "STATUS_COLOURS", "use_style"]
 
 PALETTE = (
     "#0072B2",  # blue
@@ -36,7 +36,7 @@ STATUS_COLOURS = {
 """One colour per task status, used by every timeline."""
 
 
-def style_dict() -> dict[str, Any]:
+def _style_dict() -> dict[str, Any]:
     """Return the rcParams of the workbook style (large text for projectors)."""
     from cycler import cycler
 
@@ -62,7 +62,7 @@ def use_style() -> None:
     import matplotlib as mpl
 
     rc: Any = mpl.rcParams  # its keys are typed as literals; ours are checked at runtime
-    rc.update(style_dict())
+    rc.update(_style_dict())
 
 
 _TOPICS = frozenset({"timeline", "scaling", "matrices", "states", "backoff"})

@@ -15,15 +15,15 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from labsupport.classroom.contention import ContentionResult
 from labsupport.classroom.plots import PALETTE
-from labsupport.retry import STRATEGIES, Attempt, ContentionResult, backoff_schedule
+from labsupport.retry.backoff import STRATEGIES, Attempt, backoff_schedule
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 __all__ = [
-    "STRATEGY_COLOURS",
     "attempt_timings",
     "contention",
     "gaps",
@@ -31,7 +31,7 @@ __all__ = [
     "schedules",
 ]
 
-STRATEGY_COLOURS: dict[str, str] = {
+_STRATEGY_COLOURS: dict[str, str] = {
     "none": PALETTE[7],  # black: the reference every other strategy is compared with
     "seed": PALETTE[4],
     "full": PALETTE[0],
@@ -140,12 +140,12 @@ def schedules(
         spread = schedule_spread(
             strategy, attempts=attempts, base=base, cap=cap, jitter=jitter, draws=draws, seed=seed
         )
-        colour = STRATEGY_COLOURS.get(strategy, PALETTE[0])
+        colour = _STRATEGY_COLOURS.get(strategy, PALETTE[0])
         ax.fill_between(
             retries, spread["p5"], spread["p95"], color=colour, alpha=0.25, label="5-95 % of draws"
         )
         ax.plot(retries, spread["median"], "o-", color=colour, lw=2, label="median")
-        ax.plot(retries, plain, "--", color=STRATEGY_COLOURS["none"], lw=1.2, label="no jitter")
+        ax.plot(retries, plain, "--", color=_STRATEGY_COLOURS["none"], lw=1.2, label="no jitter")
         ax.set_title(strategy if strategy != "seed" else "seed (the lesson's formula)")
         ax.set_yscale("log")
     for ax in axes.flat[len(strategies) :]:
@@ -273,7 +273,7 @@ def _line(
         [r["n_clients"] for r in rows],
         [r[key] for r in rows],
         "o-",
-        color=STRATEGY_COLOURS.get(strategy, PALETTE[0]),
+        color=_STRATEGY_COLOURS.get(strategy, PALETTE[0]),
         lw=2,
         label=strategy,
     )

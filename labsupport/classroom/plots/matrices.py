@@ -24,7 +24,6 @@ from matplotlib.ticker import FuncFormatter
 from labsupport.classroom.plots import PALETTE
 
 __all__ = [
-    "MISSING_COLOUR",
     "k_curve",
     "rating_heatmap",
     "reconstruction_panel",
@@ -32,7 +31,7 @@ __all__ = [
     "spectrum",
 ]
 
-MISSING_COLOUR = "#DDDDDD"
+_MISSING_COLOUR = "#DDDDDD"
 """Light grey: the colour of a cell nobody rated."""
 
 _SCORE_CMAP = "viridis"
@@ -53,7 +52,7 @@ def _cmap_with_missing(name: str) -> Colormap:
     """Return a copy of colormap *name* that paints NaN cells light grey."""
     import matplotlib as mpl
 
-    return mpl.colormaps[name].with_extremes(bad=MISSING_COLOUR)
+    return mpl.colormaps[name].with_extremes(bad=_MISSING_COLOUR)
 
 
 def _label_groups(ax: Axes, labels: Sequence[str]) -> None:

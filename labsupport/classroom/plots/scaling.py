@@ -23,9 +23,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
-    "DESIGN_COLOURS",
-    "VARIANT_COLOURS",
     "build_table",
+    "find_results",
     "latency_figure",
     "latency_table",
     "load_results",
@@ -33,14 +32,14 @@ __all__ = [
     "rebuild_figure",
 ]
 
-DESIGN_COLOURS: dict[str, str] = {
+_DESIGN_COLOURS: dict[str, str] = {
     "sparse": PALETTE[0],  # blue: the package's build_model
     "sparse-1blas": PALETTE[5],  # sky blue: the same, one BLAS thread
     "seed": PALETTE[3],  # vermilion: the seed's dense, full-rank design
 }
 """One colour per build design in the `rebuild` section."""
 
-VARIANT_COLOURS: dict[str, str] = {
+_VARIANT_COLOURS: dict[str, str] = {
     "thread": PALETTE[0],
     "process": PALETTE[2],
     "seed-sync": PALETTE[1],
@@ -59,6 +58,37 @@ _VARIANT_LABELS = {
     "seed-sync": "seed: def background task",
     "seed-async": "seed: async def background task",
 }
+
+
+_RESULTS = Path("benchmarks") / "results" / "latest.json"
+
+
+def find_results(start: str | Path = ".") -> Path:
+    """Find the workbook's committed benchmark results, looking up from `start`.
+
+    A checkout of the workbook keeps them in `benchmarks/results/latest.json`,
+    beside `notebooks/`; a notebook's working folder is `notebooks/` or a
+    folder inside the checkout, so the first match going up is the one.
+
+    Args:
+        start: Where to start looking (default: the working folder).
+
+    Returns:
+        The path of the results file.
+
+    Raises:
+        FileNotFoundError: when no folder from `start` up holds one (the
+            message says how to make it).
+    """
+    here = Path(start).resolve()
+    for folder in (here, *here.parents):
+        if (folder / _RESULTS).is_file():
+            return folder / _RESULTS
+    msg = (
+        f"no {_RESULTS} in {here} or any folder above it: run `make bench` (or "
+        "`python -m benchmarks`) in the workbook's folder, or pass the file's path"
+    )
+    raise FileNotFoundError(msg)
 
 
 def load_results(path: str | Path) -> dict[str, Any]:
@@ -130,14 +160,14 @@ def rebuild_figure(results: Mapping[str, Any]) -> Figure:
     shapes = list(dict.fromkeys(r["shape"] for r in _section(results, "rebuild")["rows"]))
     fig, (left, right) = plt.subplots(1, 2, figsize=(11.0, 4.4))
     for design, group in table.groupby("design", sort=False):
-        style = {"color": DESIGN_COLOURS.get(str(design), PALETTE[7]), "marker": "o"}
+        style = {"color": _DESIGN_COLOURS.get(str(design), PALETTE[7]), "marker": "o"}
         label = _DESIGN_LABELS.get(str(design), str(design))
         left.plot(group["ratings"], group["seconds"], label=label, **style)
         right.plot(group["ratings"], group["peak_mib"], label=label, **style)
     dense = _dense_matrix_mib(shapes)
     if dense:
         xs, ys = zip(*dense, strict=True)
-        right.plot(xs, ys, ":", color=DESIGN_COLOURS["seed"], label="seed's dense matrix alone")
+        right.plot(xs, ys, ":", color=_DESIGN_COLOURS["seed"], label="seed's dense matrix alone")
     for ax, what in ((left, "build time (s)"), (right, "peak resident memory (MiB)")):
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -211,7 +241,7 @@ def latency_figure(results: Mapping[str, Any]) -> Figure:
     for i, variant in enumerate(variants):
         rows = table[table["variant"] == variant].set_index("shape").reindex(shapes)
         xs = [j + (i - (len(variants) - 1) / 2) * width for j in range(len(shapes))]
-        colour = VARIANT_COLOURS.get(variant, PALETTE[7])
+        colour = _VARIANT_COLOURS.get(variant, PALETTE[7])
         label = _VARIANT_LABELS.get(variant, variant)
         busy = rows["build_p99_ms"].tolist()
         left.bar(

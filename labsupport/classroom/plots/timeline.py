@@ -1,6 +1,6 @@
 """Request timelines: who waited, and while what was running.
 
-`request_gantt` draws what `labsupport.classroom.demos.record_requests`
+`request_gantt` draws what `labsupport.classroom.loadgen.record_requests`
 measured: one horizontal bar per request, from when it was sent to when its
 answer arrived, one lane per client, the rebuild windows shaded, one panel
 per mode, on a shared time axis in seconds.
@@ -20,7 +20,7 @@ from labsupport.classroom.plots import PALETTE, STATUS_COLOURS
 
 __all__ = ["request_gantt"]
 
-Window = tuple[float, float]
+_Window = tuple[float, float]
 
 _FAST = PALETTE[2]  # green: answered quickly
 _SLOW = PALETTE[3]  # vermilion: waited
@@ -33,7 +33,7 @@ _EXTRA_HEIGHT = 1.0  # inches for the title, legend and axis label
 
 def request_gantt(
     requests: pd.DataFrame,
-    builds: Mapping[str, Sequence[Window]] | Sequence[Window] | None = None,
+    builds: Mapping[str, Sequence[_Window]] | Sequence[_Window] | None = None,
     *,
     slow: float | None = None,
     title: str | None = None,
@@ -110,8 +110,8 @@ def request_gantt(
 
 
 def _windows_for(
-    builds: Mapping[str, Sequence[Window]] | Sequence[Window] | None, mode: str
-) -> list[Window]:
+    builds: Mapping[str, Sequence[_Window]] | Sequence[_Window] | None, mode: str
+) -> list[_Window]:
     if builds is None:
         return []
     if isinstance(builds, Mapping):
@@ -129,7 +129,7 @@ def _lanes(panel: pd.DataFrame) -> list[str]:
 
 
 def _draw_panel(
-    ax: Axes, panel: pd.DataFrame, windows: list[Window], *, slow: float | None, min_width: float
+    ax: Axes, panel: pd.DataFrame, windows: list[_Window], *, slow: float | None, min_width: float
 ) -> None:
     threshold = slow
     if threshold is None and windows:
@@ -156,7 +156,7 @@ def _draw_panel(
     ax.grid(axis="y", visible=False)
 
 
-def _default_title(mode: str, panel: pd.DataFrame, windows: list[Window]) -> str:
+def _default_title(mode: str, panel: pd.DataFrame, windows: list[_Window]) -> str:
     others = panel[~panel["client"].astype(str).map(_is_trigger)]
     longest = float((others if len(others) else panel)["latency"].max())
     text = (
@@ -169,7 +169,7 @@ def _default_title(mode: str, panel: pd.DataFrame, windows: list[Window]) -> str
 
 
 def _legend_handles(
-    frame: pd.DataFrame, windows: Mapping[str, list[Window]], slow: float | None
+    frame: pd.DataFrame, windows: Mapping[str, list[_Window]], slow: float | None
 ) -> list[Patch]:
     clients = frame["client"].astype(str)
     has_builds = any(windows.values())

@@ -1,10 +1,10 @@
 """Notebook tooling: regenerate outputs, make the student edition, replay "Run All".
 
-Command line:
+Command line (added to `python -m labsupport` by `labsupport.classroom.cli`):
 
-    python -m tools run notebooks/            # re-execute in place (make notebooks)
-    python -m tools student-edition OUT/      # solutions replaced by stubs
-    python -m tools run-all notebooks/X.ipynb # replay JupyterLab's Run All
+    python -m labsupport notebooks run notebooks/              # re-execute in place
+    python -m labsupport notebooks run-all notebooks/X.ipynb   # replay JupyterLab's Run All
+    python -m labsupport student-edition OUT/                  # solutions replaced by stubs
 
 Solutions sit in the cell right after their exercise, tagged `solution`.
 
@@ -14,12 +14,9 @@ the package.
 
 from __future__ import annotations
 
-import argparse
 import queue
 import subprocess
-import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -219,44 +216,3 @@ def replay_run_all(path: str | Path, *, timeout: float = 180.0) -> list[CellRepl
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the workbook command line; return the exit code."""
-    parser = argparse.ArgumentParser(prog="python -m tools")
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="re-execute notebooks in place, saving outputs")
-    run.add_argument("paths", nargs="+", type=Path, help="notebooks or folders")
-    student = sub.add_parser("student-edition", help="write copies without solutions")
-    student.add_argument("out", type=Path)
-    student.add_argument("--source", type=Path, default=Path("notebooks"))
-    replay = sub.add_parser("run-all", help="replay JupyterLab's Run All and report")
-    replay.add_argument("paths", nargs="+", type=Path)
-    args = parser.parse_args(argv)
-
-    def expand(paths: list[Path]) -> list[Path]:
-        return [p for path in paths for p in (notebook_paths(path) if path.is_dir() else [path])]
-
-    if args.command == "run":
-        for nb_path in expand(args.paths):
-            t0 = time.perf_counter()
-            execute_notebook(nb_path)
-            print(f"{nb_path}: {time.perf_counter() - t0:.1f} s", flush=True)
-    elif args.command == "student-edition":
-        for written in student_edition(args.source, args.out):
-            print(written)
-    else:
-        failed = 0
-        for nb_path in expand(args.paths):
-            replies = replay_run_all(nb_path)
-            bad = [r for r in replies if r.status != "ok" and "raises-exception" not in r.tags]
-            failed += len(bad)
-            print(f"{nb_path}: {len(replies) - len(bad)}/{len(replies)} cells ok", flush=True)
-            for r in bad:
-                print(f"  cell {r.index}: {r.status} {r.error or ''}")
-        return 1 if failed else 0
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

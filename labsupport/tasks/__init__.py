@@ -1,0 +1,41 @@
+"""The rebuild service: task states, where builds run, and the service that runs them.
+
+- `states`: `TaskStatus`, the immutable `Task` snapshot, `ServiceClosedError`,
+  the `Builder` protocol and `counter_ids`.
+- `executors`: where a build runs: this thread or a `BuildProcess` (a
+  long-lived child at low priority), and the shared-memory hand-over.
+- `base`: `RebuildServiceProtocol`, what the API and the command line type
+  against, and `RebuildServiceBase`, the behaviour every rebuild service
+  shares.
+- `service`: `RebuildService`, the service of one process.
+
+Every name below can be imported from `labsupport.tasks` directly.
+"""
+
+from labsupport.tasks.base import RebuildServiceBase, RebuildServiceProtocol
+from labsupport.tasks.executors import EXECUTORS, PROCESS_MIN_RATINGS, BuildProcess, build_where
+from labsupport.tasks.service import RebuildService
+from labsupport.tasks.states import (
+    FINAL_STATES,
+    Builder,
+    ServiceClosedError,
+    Task,
+    TaskStatus,
+    counter_ids,
+)
+
+__all__ = [
+    "EXECUTORS",
+    "FINAL_STATES",
+    "PROCESS_MIN_RATINGS",
+    "BuildProcess",
+    "Builder",
+    "RebuildService",
+    "RebuildServiceBase",
+    "RebuildServiceProtocol",
+    "ServiceClosedError",
+    "Task",
+    "TaskStatus",
+    "build_where",
+    "counter_ids",
+]

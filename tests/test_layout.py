@@ -187,3 +187,31 @@ def test_the_errors_tree_lists_every_exception_class() -> None:
             ):
                 defined[name] = obj
     assert listed == defined
+
+
+def test_the_readme_module_tables_match_the_tree() -> None:
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    tables = readme[
+        readme.index("The service, what a student reads") : readme.index("## The workbook")
+    ]
+    rows = [line for line in tables.splitlines() if line.startswith("| `")]
+    first_cells = {line.split("|")[1] for line in rows}
+    for name in MODULES:
+        parts = name.split(".")[1:]
+        if not parts or ("labapp" in parts[:1] and len(parts) > 1):
+            continue  # the package itself; the lab app's files are not modules
+        if parts[0] in ("scaleout", "classroom"):
+            if len(parts) == 1:
+                continue
+            dotted = ".".join(parts[:2])
+            assert any(f"`{dotted}`" in row for row in rows), f"README lacks {dotted}"
+        elif len(parts) == 1:
+            assert any(f"`{parts[0]}`" in cell for cell in first_cells), f"README lacks {name}"
+        else:
+            row = next((r for r in rows if r.startswith(f"| `{parts[0]}` |")), None)
+            assert row is not None, f"README has no row for {parts[0]}"
+            if parts[1] != "__init__":
+                assert f"`{parts[1]}`" in row, f"README's {parts[0]} row lacks {parts[1]}"
+    for cell in first_cells:  # and nothing listed that is not there
+        for listed in cell.replace("`", " ").replace(",", " ").split():
+            assert f"labsupport.{listed}" in MODULES, f"README lists {listed}, not in labsupport"

@@ -93,3 +93,34 @@ def test_student_edition_strips_solutions_and_runs_up_to_the_exercises(tmp_path:
     replies = replay_run_all(first)
     before = [r for r in replies[:first_solution] if "raises-exception" not in r.tags]
     assert all(r.status == "ok" for r in before)
+
+
+def labsupport_imports(source: str) -> set[str]:
+    """The labsupport modules a cell imports from (`from labsupport import x`: `labsupport`)."""
+    import ast
+
+    lines = [line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))]
+    found = set()
+    for node in ast.walk(ast.parse("\n".join(lines))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {name for name in found if name.split(".")[0] == "labsupport"}
+
+
+def test_the_notebooks_import_from_one_surface() -> None:
+    # Service names from `labsupport`, instruments from `labsupport.classroom`,
+    # and only the Redis preview's module besides.
+    used = set()
+    for path in NOTEBOOKS:
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type == "code":
+                used |= labsupport_imports(cell.source)
+    assert {"labsupport", "labsupport.classroom"} <= used
+    assert used <= {"labsupport", "labsupport.classroom", "labsupport.scaleout"}, used
+
+
+def test_the_import_finder_reads_magics_and_every_form() -> None:
+    cell = "%matplotlib inline\nimport labsupport.classroom.plots\nfrom labsupport.api import app\n"
+    assert labsupport_imports(cell) == {"labsupport.classroom.plots", "labsupport.api"}

@@ -6,6 +6,7 @@ Also plain helpers for tests that run ``python -m labsupport`` as a real process
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import shutil
 import socket
@@ -201,3 +202,27 @@ def fresh_redis_url(redis_server: str) -> str:
 def module_redis_url(redis_server: str) -> str:
     """An emptied database of the throwaway Redis, for the tests of one module."""
     return _emptied_database(redis_server)
+
+
+@contextlib.contextmanager
+def uvicorn_in(folder: Path, target: str = "app.main:app") -> Iterator[str]:
+    """Run `uvicorn TARGET` from `folder` on a free 127.0.0.1 port, as a student would.
+
+    Yields the server's URL once `/health` answers; stops the process after.
+    """
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port)],
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, proc, lambda: proc.stdout.read() if proc.stdout else "")
+        yield url
+    finally:
+        stop_process(proc)
+        if proc.stdout:
+            proc.stdout.close()

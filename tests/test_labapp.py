@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port, stop_process, wait_healthy
+from conftest import uvicorn_in
 
 SEED = Path(__file__).resolve().parents[2] / "shared" / "seed"
 LESSON = SEED / "session-09-async-jobs-and-recommendation-refresh.md"
@@ -88,35 +88,20 @@ def test_lab_app_never_overwrites_a_folder_with_files(tmp_path: Path) -> None:
 @pytest.mark.parametrize("flags", [(), ("--solution",)], ids=["starter", "solution"])
 def test_the_app_runs_under_uvicorn_from_its_folder(tmp_path: Path, flags: tuple[str]) -> None:
     app = lab_app(tmp_path, *flags)
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port)],
-        cwd=app,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, proc, lambda: proc.stdout.read() if proc.stdout else "")
-        with httpx.Client(base_url=url, timeout=5) as http:
-            assert http.post("/ratings", json={"movie_id": 1, "user_id": 7, "score": 5}).is_success
-            answer = http.post("/recommender/rebuild")
-            if not flags:
-                assert answer.status_code in (404, 405)  # the lab adds it
-                return
-            assert answer.status_code == 202
-            status_url = answer.headers["Location"]
-            statuses = [answer.json()["status"]]
-            deadline = time.monotonic() + 10
-            while statuses[-1] != "complete" and time.monotonic() < deadline:
-                time.sleep(0.1)
-                statuses.append(http.get(status_url).json()["status"])
-            assert statuses[0] == "queued" and "running" in statuses
-            assert statuses[-1] == "complete"
-            assert http.get("/recommendations/7", params={"limit": 3}).json()[0] == 1
-            assert http.get("/recommender/rebuild/no-such-task").status_code == 404
-    finally:
-        stop_process(proc)
-        if proc.stdout:
-            proc.stdout.close()
+    with uvicorn_in(app) as url, httpx.Client(base_url=url, timeout=5) as http:
+        assert http.post("/ratings", json={"movie_id": 1, "user_id": 7, "score": 5}).is_success
+        answer = http.post("/recommender/rebuild")
+        if not flags:
+            assert answer.status_code in (404, 405)  # the lab adds it
+            return
+        assert answer.status_code == 202
+        status_url = answer.headers["Location"]
+        statuses = [answer.json()["status"]]
+        deadline = time.monotonic() + 10
+        while statuses[-1] != "complete" and time.monotonic() < deadline:
+            time.sleep(0.1)
+            statuses.append(http.get(status_url).json()["status"])
+        assert statuses[0] == "queued" and "running" in statuses
+        assert statuses[-1] == "complete"
+        assert http.get("/recommendations/7", params={"limit": 3}).json()[0] == 1
+        assert http.get("/recommender/rebuild/no-such-task").status_code == 404

@@ -20,7 +20,7 @@ UNFINISHED = ("queued", "running")
 
 
 def _retry_after(response: httpx.Response) -> float:
-    """The wait the server asked for, in seconds (0 when it asked none)."""
+    """The wait the server asked for, in seconds (0 when it asked none or sent a date)."""
     value = response.headers.get("Retry-After", "")
     return float(value) if value.isdigit() else 0.0
 

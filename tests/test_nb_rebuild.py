@@ -28,7 +28,13 @@ from labsupport.classroom.checks.rebuild import (
     check_refuses_without_ratings,
     check_success_criteria,
 )
-from labsupport.classroom.pitfalls import TaskBoard, blocking_app, early_error_app, seed_style_app
+from labsupport.classroom.pitfalls import (
+    TaskBoard,
+    blocking_app,
+    early_error_app,
+    post_while_probing,
+    seed_style_app,
+)
 from labsupport.classroom.plots.states import distinct_states, score_heatmaps, state_timeline
 from labsupport.classroom.workbook import notebook_parameters
 from labsupport.data import catalogue_movies, demo_ratings
@@ -196,6 +202,17 @@ def test_blocking_mistakes_make_the_post_wait(mistake: Any, status: str, waited:
     assert r.status_code == 202
     assert r.json() == {"task_id": "task-1", "status": status}
     assert (took >= P["PITFALL_DELAY"]) is waited
+
+
+@pytest.mark.parametrize(("mistake", "froze"), [("await", True), ("direct", True), (None, False)])
+def test_a_build_inside_the_request_freezes_other_clients(mistake: Any, froze: bool) -> None:
+    # `async def` around a CPU build does not free the loop: the second client waits too.
+    delay = P["PITFALL_DELAY"]
+    with serve_in_thread(blocking_app(build_delay=delay, mistake=mistake)) as srv:
+        r, took, other = post_while_probing(srv.url, REBUILD, f"{REBUILD}/task-1")
+    assert r.json()["status"] == ("queued" if mistake is None else "complete")
+    assert (other >= delay / 2) is froze
+    assert (took >= delay) is froze
 
 
 def test_early_error_leaves_the_task_queued_forever() -> None:

@@ -17,21 +17,26 @@ it to show what Starlette's in-process `TestClient` waits for.
 
 Each app keeps the seed's shape (a `TASK_STATUS`-style dict and two
 endpoints) but owns its state, so starting several in one notebook is safe.
-The "build" is a sleep of `build_delay` seconds: the bugs are about *where*
-the work runs, not about what it computes. All times are in seconds.
+The "build" is `build_delay` seconds of real CPU work (small SVDs, as a
+rebuild does): the bugs are about *where* that work runs, and only real work
+shows that an `async def` around it does not free the event loop.
+`post_while_probing` times a second client while a POST runs, which is how a
+frozen loop shows. All times are in seconds.
 """
 
 from __future__ import annotations
 
-import asyncio
+import threading
 import time
 from typing import Annotated, Literal
 
+import httpx
+import numpy as np
 from fastapi import BackgroundTasks, FastAPI, Header, HTTPException, Query
 
 from labsupport.tasks import counter_ids
 
-__all__ = ["TaskBoard", "blocking_app", "early_error_app", "seed_style_app"]
+__all__ = ["TaskBoard", "blocking_app", "early_error_app", "post_while_probing", "seed_style_app"]
 
 _MISTAKES: tuple[str, ...] = ("await", "direct")
 """The ways `blocking_app` can run the build inside the request."""
@@ -62,16 +67,27 @@ class TaskBoard:
         """Return the next task id: `task-1`, `task-2`..."""
         return self._new_id()
 
+    def build(self) -> None:
+        """Keep the CPU busy for `build_delay` seconds with SVDs of a small matrix."""
+        deadline = time.perf_counter() + self.build_delay
+        matrix = np.random.default_rng(0).random((120, 80))
+        while time.perf_counter() < deadline:
+            np.linalg.svd(matrix, full_matrices=False)
+
     def run_rebuild_task(self, task_id: str) -> None:
-        """Do the fake build synchronously, as the seed's `run_rebuild_task` does."""
+        """Do the build synchronously, as the seed's `run_rebuild_task` does."""
         self.status[task_id] = "running"
-        time.sleep(self.build_delay)
+        self.build()
         self.status[task_id] = "complete"
 
     async def run_rebuild_task_async(self, task_id: str) -> None:
-        """Do the fake build as a coroutine: the version people `await` by mistake."""
+        """The same build made `async def` with its body unchanged, as people do by mistake.
+
+        Nothing in it awaits, so whoever awaits it runs the whole build on the
+        event loop: `async def` does not make CPU work non-blocking.
+        """
         self.status[task_id] = "running"
-        await asyncio.sleep(self.build_delay)
+        self.build()
         self.status[task_id] = "complete"
 
     def install_status_route(self, app: FastAPI) -> None:
@@ -91,7 +107,7 @@ def seed_style_app(*, build_delay: float) -> FastAPI:
     `running`.
 
     Args:
-        build_delay: seconds the fake build takes.
+        build_delay: seconds the build takes.
 
     Returns:
         The app; `app.state.board` is its `TaskBoard`.
@@ -114,12 +130,12 @@ def seed_style_app(*, build_delay: float) -> FastAPI:
 def blocking_app(*, build_delay: float, mistake: Literal["await", "direct"] | None) -> FastAPI:
     """Return an app whose rebuild endpoint runs the build inside the request, or the fix.
 
-    - `mistake="await"`: `run_rebuild_task` was made `async` and the
-      endpoint does `await run_rebuild_task(task_id)`. The event loop stays
-      free, but this request answers only when the build is over.
+    - `mistake="await"`: `run_rebuild_task` was made `async` (its body
+      unchanged) and the endpoint does `await run_rebuild_task(task_id)`.
+      The request answers only when the build is over, and since nothing in
+      the build awaits, the event loop is blocked for every other client too.
     - `mistake="direct"`: the endpoint calls the sync `run_rebuild_task`
-      directly. Worse: the `async` endpoint blocks the event loop, so every
-      other request to the server waits too.
+      directly: the same blocked loop, by a shorter route.
     - `mistake=None`: the fix, `background.add_task(run_rebuild_task, task_id)`
       with the sync function: the 202 goes out at once.
 
@@ -127,7 +143,7 @@ def blocking_app(*, build_delay: float, mistake: Literal["await", "direct"] | No
     work, so a blocking variant answers `"complete"`.
 
     Args:
-        build_delay: seconds the fake build takes.
+        build_delay: seconds the build takes.
         mistake: `"await"` or `"direct"`, or `None` for the fixed endpoint.
 
     Returns:
@@ -177,7 +193,7 @@ def early_error_app(*, build_delay: float, fixed: bool = False) -> FastAPI:
       marks the task `failed` before re-raising.
 
     Args:
-        build_delay: seconds the fake build takes.
+        build_delay: seconds the build takes.
         fixed: build the fixed endpoint instead of the broken one.
 
     Returns:
@@ -219,3 +235,40 @@ def early_error_app(*, build_delay: float, fixed: bool = False) -> FastAPI:
 
     board.install_status_route(app)
     return app
+
+
+def post_while_probing(
+    base_url: str, path: str, probe: str, *, probe_after: float = 0.05
+) -> tuple[httpx.Response, float, float]:
+    """POST `path` and, while it runs, GET `probe` from a second client.
+
+    A server whose event loop is free answers the probe at once, whatever the
+    POST is doing; a blocked loop makes the probe wait until the POST's work
+    is over.
+
+    Args:
+        base_url: The server, e.g. `handle.url`.
+        path: What to POST.
+        probe: What the second client GETs, `probe_after` seconds after the POST starts.
+        probe_after: How long the second client waits before it asks.
+
+    Returns:
+        The POST's response, the seconds it took, and the seconds the probe took.
+    """
+    probe_seconds: list[float] = []
+
+    def second_client() -> None:
+        time.sleep(probe_after)
+        with httpx.Client(base_url=base_url, timeout=60) as other:
+            start = time.perf_counter()
+            other.get(probe)
+            probe_seconds.append(time.perf_counter() - start)
+
+    thread = threading.Thread(target=second_client, name="pitfall-probe")
+    thread.start()
+    with httpx.Client(base_url=base_url, timeout=60) as client:
+        start = time.perf_counter()
+        response = client.post(path)
+        took = time.perf_counter() - start
+    thread.join()
+    return response, took, probe_seconds[0]

@@ -42,3 +42,18 @@ def test_import_has_no_side_effects() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "clean"
+
+
+def test_classroom_loads_its_modules_on_first_use_and_need_is_the_function() -> None:
+    code = (
+        "import sys;"
+        "import labsupport.classroom.need;"  # the module first, as a test might
+        "from labsupport.classroom import checks, need, plots;"
+        "assert callable(need), need;"
+        "assert 'matplotlib' not in sys.modules and 'fastapi' not in sys.modules;"
+        "assert checks.lab1.__name__ == 'labsupport.classroom.checks.lab1';"
+        "assert plots.backoff.__name__ == 'labsupport.classroom.plots.backoff';"
+        "print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ok"

@@ -8,30 +8,21 @@ It may import anything; nothing in the service imports it.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from labsupport.classroom._lazy import submodule_loader
+
+# Bound here, so the name is the function even once the `need` module is imported.
+from labsupport.classroom.need import need
 
 __all__ = ["checks", "contention", "demos", "display", "loadgen", "need", "pitfalls", "plots"]
 
-_MODULES = frozenset({"checks", "contention", "demos", "display", "loadgen", "pitfalls", "plots"})
-
 if TYPE_CHECKING:
     from labsupport.classroom import checks, contention, demos, display, loadgen, pitfalls, plots
-    from labsupport.classroom.need import need
 
-
-def __getattr__(name: str) -> Any:
-    # Modules load on first use: `import labsupport.classroom` pulls in neither
-    # matplotlib nor FastAPI.
-    if name in _MODULES:
-        value = importlib.import_module(f"labsupport.classroom.{name}")
-    elif name == "need":
-        value = importlib.import_module("labsupport.classroom.need").need
-    else:
-        msg = f"module 'labsupport.classroom' has no attribute {name!r}"
-        raise AttributeError(msg)
-    globals()[name] = value
-    return value
+# The other modules load on first use: `import labsupport.classroom` pulls in
+# neither matplotlib nor FastAPI.
+__getattr__ = submodule_loader(__name__, __path__)
 
 
 def __dir__() -> list[str]:

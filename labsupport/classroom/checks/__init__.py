@@ -8,9 +8,7 @@ notebook IPython shows just that hint, not a traceback through the checker.
 
 from __future__ import annotations
 
-import importlib
-import types
-
+from labsupport.classroom._lazy import submodule_loader
 from labsupport.errors import LabError
 
 __all__ = ["CheckFailed", "passed", "require"]
@@ -31,29 +29,5 @@ def passed(message: str) -> None:
     print(f"\u2714 {message}")
 
 
-_TOPICS = frozenset(
-    {
-        "blocking",
-        "exercise3",
-        "lab",
-        "lab1",
-        "lab2",
-        "labhttp",
-        "rebuild",
-        "retry",
-        "scaling",
-        "shutdown",
-        "svd",
-    }
-)
-
-
-def __getattr__(name: str) -> types.ModuleType:
-    # `checks.svd` works after `from labsupport.classroom import checks`: topic
-    # modules load on first use.
-    if name in _TOPICS:
-        module = importlib.import_module(f"{__name__}.{name}")
-        globals()[name] = module
-        return module
-    msg = f"module {__name__!r} has no attribute {name!r}"
-    raise AttributeError(msg)
+# Topic modules (`checks.svd`...) load on first use.
+__getattr__ = submodule_loader(__name__, __path__)

@@ -8,9 +8,9 @@ longer than a projector screen lives in the topic modules
 
 from __future__ import annotations
 
-import importlib
-import types
 from typing import Any
+
+from labsupport.classroom._lazy import submodule_loader
 
 __all__ = ["PALETTE", "STATUS_COLOURS", "use_style"]
 
@@ -65,15 +65,5 @@ def use_style() -> None:
     rc.update(_style_dict())
 
 
-_TOPICS = frozenset({"timeline", "scaling", "matrices", "states", "backoff"})
-
-
-def __getattr__(name: str) -> types.ModuleType:
-    # `checks.svd` works after `from labsupport.classroom import plots`: topic
-    # modules load on first use.
-    if name in _TOPICS:
-        module = importlib.import_module(f"{__name__}.{name}")
-        globals()[name] = module
-        return module
-    msg = f"module {__name__!r} has no attribute {name!r}"
-    raise AttributeError(msg)
+# Topic modules (`plots.backoff`...) load on first use.
+__getattr__ = submodule_loader(__name__, __path__)

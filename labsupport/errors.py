@@ -23,7 +23,8 @@ its built-in base (a test keeps this tree complete):
     │   ├── MissingRedisError(ImportError)         labsupport.scaleout.registry
     │   ├── MissingDatabaseError(FileNotFoundError)    labsupport.scaleout.rq
     │   ├── NotDefinedYetError(NameError)          labsupport.classroom.need
-    │   └── CheckFailed(AssertionError)            labsupport.classroom.checks
+    │   ├── CheckFailed(AssertionError)            labsupport.classroom.checks
+    │   └── Unsolved                               labsupport.classroom.checks
     ├── ServiceClosedError(RuntimeError)           labsupport.tasks
     ├── UnknownMovieError(LookupError)             labsupport.store
     └── _LeaseLostError(RuntimeError)              labsupport.scaleout.builder (internal)
@@ -39,6 +40,8 @@ What each means:
 - `MissingDatabaseError`: the RQ worker's SQLite file is missing.
 - `NotDefinedYetError`: a notebook cell was run before the cells it needs.
 - `CheckFailed`: an exercise answer is not right yet; the message is the hint.
+- `Unsolved`: a student-edition exercise cell still holds its stub (Run All
+  stops there, saying so).
 - `ServiceClosedError`: a rebuild was asked of a service that is shutting down
   (the API answers `503` with `Retry-After`).
 - `UnknownMovieError`: a rating for a movie the store does not hold (the API

@@ -105,3 +105,65 @@ def test_the_app_runs_under_uvicorn_from_its_folder(tmp_path: Path, flags: tuple
         assert statuses[-1] == "complete"
         assert http.get("/recommendations/7", params={"limit": 3}).json()[0] == 1
         assert http.get("/recommender/rebuild/no-such-task").status_code == 404
+
+
+# --- which app the notebooks' lab cells check ---------------------------------------------
+
+
+def test_your_app_writes_the_starter_once_and_never_overwrites(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from labsupport.classroom.checks.lab import LAB_APP_ENV, your_app
+
+    monkeypatch.delenv(LAB_APP_ENV, raising=False)
+    folder = your_app(tmp_path / "app")
+    main = folder / "app" / "main.py"
+    assert "/recommender/rebuild" not in main.read_text(encoding="utf-8")  # the starter
+    main.write_text("# the student's own work\n", encoding="utf-8")
+    assert your_app(tmp_path / "app") == folder
+    assert main.read_text(encoding="utf-8") == "# the student's own work\n"
+
+
+def test_the_environment_points_the_lab_cells_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from labsupport.classroom.checks.lab import LAB_APP_ENV, your_app
+
+    monkeypatch.setenv(LAB_APP_ENV, str(tmp_path / "elsewhere"))
+    assert your_app(tmp_path / "app") == tmp_path / "elsewhere"
+    assert not (tmp_path / "app").exists()  # nothing written where it was not asked
+
+
+def test_the_one_line_fallback_is_the_finished_app(capsys: pytest.CaptureFixture[str]) -> None:
+    from labsupport.classroom import checks
+
+    folder = checks.lab.reference_app()
+    assert "/recommender/rebuild" in (folder / "app" / "main.py").read_text(encoding="utf-8")
+    checks.lab1.check_recommender(folder)
+    assert capsys.readouterr().out.startswith("✔")
+
+
+def test_solution_lab_app_sets_and_restores_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from labsupport.classroom.checks.lab import LAB_APP_ENV
+    from labsupport.classroom.workbook import solution_lab_app
+
+    monkeypatch.delenv(LAB_APP_ENV, raising=False)
+    with solution_lab_app() as folder:
+        assert os.environ[LAB_APP_ENV] == str(folder)
+        assert (folder / "tests" / "test_recommender_task.py").is_file()
+    assert LAB_APP_ENV not in os.environ and not folder.exists()
+    monkeypatch.setenv(LAB_APP_ENV, "/somewhere/else")
+    with solution_lab_app() as folder:
+        assert str(folder) == "/somewhere/else"  # an instructor's choice is kept
+    assert os.environ[LAB_APP_ENV] == "/somewhere/else"
+
+
+def test_a_stub_stops_with_one_sentence() -> None:
+    from labsupport.classroom import checks
+
+    with pytest.raises(checks.Unsolved) as caught:
+        checks.unsolved()
+    (line,) = caught.value._render_traceback_()
+    assert "Run All stops here" in line and line.count(". ") == 0

@@ -12,6 +12,7 @@ classroom package:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from pathlib import Path
 
@@ -27,13 +28,21 @@ def _notebooks(paths: list[Path]) -> list[Path]:
     return [nb for path in paths for nb in (notebook_paths(path) if path.is_dir() else [path])]
 
 
+def _lab_app(args: argparse.Namespace) -> contextlib.AbstractContextManager[object]:
+    """The finished app for the lab cells, unless `--own-app` keeps the notebook's own."""
+    from labsupport.classroom.workbook import solution_lab_app
+
+    return contextlib.nullcontext() if args.own_app else solution_lab_app()
+
+
 def _run(args: argparse.Namespace) -> int:
     from labsupport.classroom.workbook import execute_notebook
 
-    for path in _notebooks(args.paths):
-        started = time.perf_counter()
-        execute_notebook(path)
-        print(f"{path}: {time.perf_counter() - started:.1f} s", flush=True)
+    with _lab_app(args):
+        for path in _notebooks(args.paths):
+            started = time.perf_counter()
+            execute_notebook(path)
+            print(f"{path}: {time.perf_counter() - started:.1f} s", flush=True)
     return 0
 
 
@@ -41,8 +50,9 @@ def _run_all(args: argparse.Namespace) -> int:
     from labsupport.classroom.workbook import replay_run_all
 
     failed = 0
-    for path in _notebooks(args.paths):
-        replies = replay_run_all(path)
+    with _lab_app(args):
+        replies_by_path = [(path, replay_run_all(path)) for path in _notebooks(args.paths)]
+    for path, replies in replies_by_path:
         bad = [r for r in replies if r.status != "ok" and "raises-exception" not in r.tags]
         failed += len(bad)
         print(f"{path}: {len(replies) - len(bad)}/{len(replies)} cells ok", flush=True)
@@ -70,11 +80,16 @@ class _ClassroomPlugin:
         notebooks = commands.add_parser("notebooks", help="re-execute or replay the notebooks")
         actions = notebooks.add_subparsers(dest="action", required=True)
         run = actions.add_parser("run", help="re-execute notebooks in place, saving outputs")
-        run.add_argument("paths", nargs="+", type=Path, help="notebooks or folders")
-        run.set_defaults(func=_run)
         replay = actions.add_parser("run-all", help="replay JupyterLab's Run All and report")
-        replay.add_argument("paths", nargs="+", type=Path, help="notebooks or folders")
-        replay.set_defaults(func=_run_all)
+        for action, func in ((run, _run), (replay, _run_all)):
+            action.add_argument("paths", nargs="+", type=Path, help="notebooks or folders")
+            action.add_argument(
+                "--own-app",
+                action="store_true",
+                help="check the notebooks' own lab app (app/ beside them, or LABSUPPORT_LAB_APP) "
+                "instead of a fresh copy of the finished one",
+            )
+            action.set_defaults(func=func)
 
         student = commands.add_parser(
             "student-edition", help="write the notebooks with solution cells replaced by stubs"

@@ -6,7 +6,13 @@ Command line (added to `python -m labsupport` by `labsupport.classroom.cli`):
     python -m labsupport notebooks run-all notebooks/X.ipynb   # replay JupyterLab's Run All
     python -m labsupport student-edition OUT/                  # solutions replaced by stubs
 
-Solutions sit in the cell right after their exercise, tagged `solution`.
+Solutions sit in the cell right after their exercise, tagged `solution`, and
+the exercise's check cell comes right after its solution.
+
+The lab cells check the app `checks.lab.your_app()` names. Regenerating and
+replaying the workbook points them at a fresh copy of the finished app
+(`solution_lab_app`), so the stored outputs are the finished app's and a
+student's half-done `notebooks/app` never leaks into them.
 
 `labsupport.classroom.need` is the one piece a notebook imports; it lives in
 the package.
@@ -14,9 +20,14 @@ the package.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import queue
+import re
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,11 +40,22 @@ __all__ = [
     "notebook_paths",
     "replay_run_all",
     "run_cells",
+    "solution_lab_app",
     "student_edition",
 ]
 
-SOLUTION_STUB = "# Your solution here: write it, run it, then run the check cell above.\n"
+SOLUTION_STUB = (
+    "# Your solution goes in this cell: write it, run it, then run the check cell below.\n"
+    "# Run All stops at the next line until you replace it.\n"
+    "checks.unsolved()\n"
+)
 """What a solution cell holds in the student edition."""
+
+STUDENT_TEXT = "student_edition"
+"""Markdown cell metadata: the cell's text in the student edition, where it differs."""
+
+# A call of an exercise or lab check: `checks.svd.check_rank_k(...)`.
+_CHECK_CALL = re.compile(r"\bchecks\.\w+\.check_\w+\(")
 
 KERNEL_NAME = "python3"
 
@@ -128,31 +150,82 @@ def execute_notebook(path: str | Path, *, timeout: int = 120) -> None:
     nbformat.write(nb, path)
 
 
-def student_edition(source: str | Path, out: str | Path) -> list[Path]:
-    """Write copies of the workbook with every `solution` cell replaced by a stub.
+@contextlib.contextmanager
+def solution_lab_app() -> Iterator[Path]:
+    """Point the lab cells of every kernel started inside at a fresh copy of the finished app.
 
-    The stub cells keep their tag, lose their outputs and execution counts,
-    and are no longer collapsed. Other cells keep their outputs.
+    Sets `LABSUPPORT_LAB_APP` (see `checks.lab.your_app`) for the block, unless
+    it is set already, in which case that folder is kept.
+
+    Yields:
+        The app folder the lab cells will check.
+    """
+    from labsupport.classroom.checks.lab import LAB_APP_ENV
+    from labsupport.labapp import write_lab_app
+
+    if os.environ.get(LAB_APP_ENV):
+        yield Path(os.environ[LAB_APP_ENV])
+        return
+    with tempfile.TemporaryDirectory(prefix="labsupport-solution-app-") as tmp:
+        write_lab_app(tmp, solution=True)
+        os.environ[LAB_APP_ENV] = tmp
+        try:
+            yield Path(tmp)
+        finally:
+            del os.environ[LAB_APP_ENV]
+
+
+def _is_check(cell: Any, previous: Any | None) -> bool:
+    """An exercise's check (the cell after its solution) or a lab step's check cell."""
+    after_solution = previous is not None and "solution" in _tags(previous)
+    return cell.cell_type == "code" and (after_solution or bool(_CHECK_CALL.search(cell.source)))
+
+
+def _clear(cell: Any) -> None:
+    cell.outputs = []
+    cell.execution_count = None
+
+
+def student_edition(source: str | Path, out: str | Path) -> list[Path]:
+    """Write the workbook a student works in: stubs for solutions, nothing given away.
+
+    In each copy every `solution` cell becomes `SOLUTION_STUB` (tag kept, no
+    longer collapsed); check cells, and every code cell after the first stub,
+    keep no stored output (a stored ✔ would answer the exercise); a markdown
+    cell with `student_edition` text in its metadata gets that text. The
+    starter lab app is written to `out/app` when that folder is missing, so
+    the edition's lab cells check the student's app, not the solution.
 
     Returns:
         The notebooks written.
     """
     import nbformat
 
+    from labsupport.labapp import write_lab_app
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for path in notebook_paths(source):
         nb = nbformat.read(path, as_version=4)
+        stubbed, previous = False, None
         for cell in nb.cells:
-            if cell.cell_type == "code" and "solution" in _tags(cell):
-                cell.source = SOLUTION_STUB
-                cell.outputs = []
-                cell.execution_count = None
-                cell.metadata.pop("jupyter", None)
+            if cell.cell_type == "markdown" and STUDENT_TEXT in cell.metadata:
+                cell.source = cell.metadata.pop(STUDENT_TEXT)
+            elif cell.cell_type == "code":
+                if "solution" in _tags(cell):
+                    cell.source = SOLUTION_STUB
+                    cell.metadata.pop("jupyter", None)
+                    stubbed = True
+                    _clear(cell)
+                elif stubbed or _is_check(cell, previous):
+                    _clear(cell)
+            previous = cell
         target = out / path.name
         nbformat.write(nb, target)
         written.append(target)
+    if not (out / "app").exists():
+        write_lab_app(out / "app")
     return written
 
 

@@ -24,7 +24,6 @@ from labsupport.errors import LabError
 __all__ = ["LabAppExistsError", "write_lab_app"]
 
 
-
 class LabAppExistsError(LabError, FileExistsError):
     """The folder for a fresh app already holds files; nothing was overwritten."""
 

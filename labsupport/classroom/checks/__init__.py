@@ -8,14 +8,31 @@ notebook IPython shows just that hint, not a traceback through the checker.
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 from labsupport.classroom._lazy import submodule_loader
 from labsupport.errors import LabError
 
-__all__ = ["CheckFailed", "passed", "require"]
+__all__ = ["CheckFailed", "Unsolved", "passed", "require", "unsolved"]
 
 
 class CheckFailed(LabError, AssertionError):
     """An exercise answer is not right yet; the message says what to look at."""
+
+
+class Unsolved(LabError):
+    """A student-edition exercise cell still holds its stub instead of a solution."""
+
+
+UNSOLVED = (
+    "This exercise is not solved yet, so Run All stops here: replace this cell's "
+    "last line with your solution, then run the check cell below it."
+)
+
+
+def unsolved() -> NoReturn:
+    """Stop a stub cell of the student edition with one sentence saying why."""
+    raise Unsolved(UNSOLVED)
 
 
 def require(condition: bool, hint: str) -> None:

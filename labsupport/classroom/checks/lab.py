@@ -19,16 +19,29 @@ and answers with one sentence.
 
 For your own experiments, `load_app` imports the app the same way and hands
 you its `app.main` module.
+
+A notebook names the app its lab cells use once, in its Setup:
+
+    LAB_APP = checks.lab.your_app()          # notebooks/app, the starter written if missing
+    # LAB_APP = checks.lab.reference_app()   # yours is broken? the finished app instead
+
+The environment variable `LABSUPPORT_LAB_APP` (a folder) overrides `your_app`:
+the workbook's regression run points it at a copy of the finished app, and an
+instructor can present the labs with `LABSUPPORT_LAB_APP=DIR make lab`.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import gc
 import importlib
 import io
 import logging
+import os
+import shutil
 import sys
+import tempfile
 import traceback
 import warnings
 from collections.abc import Iterator
@@ -38,9 +51,11 @@ from types import ModuleType
 from typing import Any
 
 from labsupport.classroom.checks import CheckFailed, require
+from labsupport.labapp import write_lab_app
 from labsupport.server import ServerStartError, serve_in_thread
 
 __all__ = [
+    "LAB_APP_ENV",
     "LogCapture",
     "StudentApp",
     "app_folder",
@@ -49,9 +64,11 @@ __all__ = [
     "fastapi_app",
     "load_app",
     "quiet",
+    "reference_app",
     "served",
     "student_module",
     "tested",
+    "your_app",
 ]
 
 _PACKAGE = "app"
@@ -59,6 +76,45 @@ _PACKAGE = "app"
 # background task) and the app's own (`logging.getLogger("app")` or `__name__`).
 _LOGGERS = ("uvicorn.error", "app")
 _LONGEST = 240  # characters of an error message quoted in a hint
+
+
+LAB_APP_ENV = "LABSUPPORT_LAB_APP"
+"""The environment variable that points every notebook's lab cells at another app folder."""
+
+
+def your_app(app_dir: str | Path = "app") -> Path:
+    """The folder of the app the lab cells check: yours, with the starter written the first time.
+
+    Args:
+        app_dir: Your app's folder (default `"app"`, next to the notebooks).
+            When it does not exist yet, or is empty, the starter app is written
+            there, as `make lab` does; an app already there is never touched.
+
+    Returns:
+        `app_dir`, or the folder named by `LABSUPPORT_LAB_APP` when that is set.
+    """
+    override = os.environ.get(LAB_APP_ENV)
+    if override:
+        return Path(override)
+    folder = Path(app_dir)
+    if not folder.exists() or not any(folder.iterdir()):
+        write_lab_app(folder)
+    return folder
+
+
+def reference_app() -> Path:
+    """A fresh copy of the finished lab app, for the rest of a notebook when yours is broken.
+
+    The copy lives in a temporary folder that is removed when the kernel
+    stops; your own app is left as it is, to come back to.
+
+    Returns:
+        The folder holding the copy's `app/` package.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="labsupport-reference-app-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    write_lab_app(folder, solution=True)
+    return folder
 
 
 def app_folder(app_dir: str | Path = "app") -> Path:

@@ -375,7 +375,16 @@ def check_quick_test(app_dir: str | Path = "app", *, timeout: float = 60.0) -> N
             f"copied verbatim:\n\n{QUICK_TEST}"
         )
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-    command = [sys.executable, "-m", "pytest", "-q", "--tb=short", "-p", "no:cacheprovider"]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "--tb=short",
+        "-p",
+        "no:cacheprovider",
+        "--color=no",
+    ]
     try:
         done = subprocess.run(
             [*command, test.as_posix()],

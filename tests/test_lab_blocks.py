@@ -1,0 +1,77 @@
+"""The code the lab steps show, typed into the starter app as the steps say, passes their checks.
+
+A lab step's Markdown cell shows the block a student adds to a file of their
+app; this test adds each block to a fresh starter where the step says, then
+runs the step's check cell. A block that drifts from what the check wants
+(a renamed function, a missing import) fails here before a class finds it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from labsupport.classroom.checks import lab1
+from labsupport.labapp import write_lab_app
+
+NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
+FUTURE = "from __future__ import annotations\n"
+
+
+def shown_block(notebook: str, cell_id: str) -> str:
+    """The first ```python block of a notebook's Markdown cell."""
+    nb = nbformat.read(NOTEBOOKS / notebook, as_version=4)
+    (cell,) = [c for c in nb.cells if c.get("id") == cell_id]
+    return re.findall(r"```python\n(.*?)```", cell.source, re.S)[0]
+
+
+def add_after_imports(path: Path, imports: str, rest: str) -> None:
+    """Put `imports` right after the `__future__` import and `rest` at the end of the file."""
+    text = path.read_text(encoding="utf-8")
+    assert FUTURE in text
+    path.write_text(text.replace(FUTURE, FUTURE + imports, 1) + "\n\n" + rest, encoding="utf-8")
+
+
+def split_imports(block: str) -> tuple[str, str]:
+    lines = block.splitlines(keepends=True)
+    n = next(i for i, line in enumerate(lines) if not line.startswith(("import ", "from ")))
+    return "".join(lines[:n]), "".join(lines[n:])
+
+
+@pytest.fixture
+def typed_app(tmp_path: Path) -> Path:
+    write_lab_app(tmp_path)
+    # Lab 1 step 1 (02): build_model in app/recommender.py, and the model asked first.
+    imports, rest = split_imports(shown_block("02_svd_recommender.ipynb", "lab1-step1"))
+    recommender = tmp_path / "app" / "recommender.py"
+    add_after_imports(recommender, imports, rest)
+    first_line = "    rows = list(ratings)\n"
+    text = recommender.read_text(encoding="utf-8")
+    asked_first = "    if user_id in MODEL_CACHE:\n        return MODEL_CACHE[user_id][:k]\n"
+    recommender.write_text(text.replace(first_line, asked_first + first_line, 1), encoding="utf-8")
+    # Lab 1 step 2 (03): the two imports lines, then the endpoints, in app/main.py.
+    block = shown_block("03_background_rebuild.ipynb", "lab1-step2")
+    imports, rest = split_imports(block)
+    main = tmp_path / "app" / "main.py"
+    add_after_imports(main, re.sub(r"\s*#.*", "", imports) + "\n", rest)
+    # Lab 1 step 3: the lesson's quick test, as shown.
+    quick = shown_block("03_background_rebuild.ipynb", "lab1-step3")
+    (tmp_path / "tests" / "test_recommender_task.py").write_text(quick, encoding="utf-8")
+    return tmp_path
+
+
+def test_the_blocks_lab_1_shows_pass_its_checks(
+    typed_app: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lab1.check_recommender(typed_app)
+    lab1.check_rebuild_endpoint(typed_app)
+    lab1.check_quick_test(typed_app)
+    verdicts = capsys.readouterr().out.splitlines()
+    assert len(verdicts) == 3 and all(v.startswith("✔") for v in verdicts)
+
+
+def test_the_quick_test_shown_is_the_lessons_verbatim() -> None:
+    assert shown_block("03_background_rebuild.ipynb", "lab1-step3") == lab1.QUICK_TEST

@@ -171,3 +171,17 @@ def test_the_notebooks_import_from_one_surface() -> None:
 def test_the_import_finder_reads_magics_and_every_form() -> None:
     cell = "%matplotlib inline\nimport labsupport.classroom.plots\nfrom labsupport.api import app\n"
     assert labsupport_imports(cell) == {"labsupport.classroom.plots", "labsupport.api"}
+
+
+def test_run_all_command_reports_where_the_student_edition_stops(edition: Path) -> None:
+    import subprocess
+    import sys
+
+    notebook = edition / "07_scaling.ipynb"
+    command = [sys.executable, "-m", "labsupport", "notebooks", "run-all", "--own-app"]
+    done = subprocess.run([*command, str(notebook)], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 1, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith(f"{notebook}: ") and "cells ok" in lines[0]
+    assert "error Unsolved: This exercise is not solved yet" in lines[1]
+    assert "cells after it not run" in lines[2]

@@ -56,8 +56,11 @@ def _run_all(args: argparse.Namespace) -> int:
         bad = [r for r in replies if r.status != "ok" and "raises-exception" not in r.tags]
         failed += len(bad)
         print(f"{path}: {len(replies) - len(bad)}/{len(replies)} cells ok", flush=True)
-        for reply in bad:
+        aborted = [r for r in bad if r.status == "aborted"]
+        for reply in (r for r in bad if r.status != "aborted"):
             print(f"  cell {reply.index}: {reply.status} {reply.error or ''}")
+        if aborted:
+            print(f"  {len(aborted)} cells after it not run (Run All stops at an error)")
     return 1 if failed else 0
 
 

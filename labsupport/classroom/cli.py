@@ -51,16 +51,16 @@ def _run_all(args: argparse.Namespace) -> int:
 
     failed = 0
     with _lab_app(args):
-        replies_by_path = [(path, replay_run_all(path)) for path in _notebooks(args.paths)]
-    for path, replies in replies_by_path:
-        bad = [r for r in replies if r.status != "ok" and "raises-exception" not in r.tags]
-        failed += len(bad)
-        print(f"{path}: {len(replies) - len(bad)}/{len(replies)} cells ok", flush=True)
-        aborted = [r for r in bad if r.status == "aborted"]
-        for reply in (r for r in bad if r.status != "aborted"):
-            print(f"  cell {reply.index}: {reply.status} {reply.error or ''}")
-        if aborted:
-            print(f"  {len(aborted)} cells after it not run (Run All stops at an error)")
+        for path in _notebooks(args.paths):
+            replies = replay_run_all(path)
+            bad = [r for r in replies if r.status != "ok" and "raises-exception" not in r.tags]
+            failed += len(bad)
+            print(f"{path}: {len(replies) - len(bad)}/{len(replies)} cells ok", flush=True)
+            aborted = [r for r in bad if r.status == "aborted"]
+            for reply in (r for r in bad if r.status != "aborted"):
+                print(f"  cell {reply.index}: {reply.status} {reply.error or ''}")
+            if aborted:
+                print(f"  {len(aborted)} cells after it not run (Run All stops at an error)")
     return 1 if failed else 0
 
 

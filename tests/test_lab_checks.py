@@ -43,6 +43,9 @@ SEED_SCORES = (
     "scores = np.matmul(np.matmul(u * s, vt), np.ones((len(movie_ids), 1)))"
     ".reshape(len(user_ids), len(movie_ids))"
 )
+POLL_GET = """with_backoff(
+            lambda: client.get(f"/recommender/rebuild/{task_id}")
+        ).json()"""
 ADD_TASK = "background.add_task(run_rebuild_task, task_id)"
 SYNC_TASK = "def run_rebuild_task(task_id: str) -> None:"
 ON_SHUTDOWN = """
@@ -122,6 +125,7 @@ CHECKS: list[Callable[..., None]] = [
     lab1.check_quick_test,
     lab1.check_demo_flow,
     lab2.check_retry_client,
+    lab2.check_polling,
     lab2.check_idempotency,
     lab2.check_shutdown,
 ]
@@ -312,6 +316,43 @@ MISTAKES: dict[str, tuple[Callable[..., None], list[Edit], list[str]]] = {
         [(RETRY, "", SEED_WITH_BACKOFF)],
         ["retried a 404 (2 calls)"],
     ),
+    # Lab 2, app/retry_client.py: polling your own rebuild with it
+    "poll-without-backoff": (
+        lab2.check_polling,
+        [(RETRY, POLL_GET, 'client.get(f"/recommender/rebuild/{task_id}").json()')],
+        ["stopped at the one 503", "through your with_backoff", "KeyError"],
+    ),
+    "poll-raises-on-503": (
+        lab2.check_polling,
+        [
+            (
+                RETRY,
+                POLL_GET,
+                'client.get(f"/recommender/rebuild/{task_id}").raise_for_status().json()',
+            )
+        ],
+        ["stopped at the one 503", "HTTPStatusError", "retry_client.py line"],
+    ),
+    "poll-returns-unfinished": (
+        lab2.check_polling,
+        [(RETRY, 'if body["status"] not in UNFINISHED:', "if True:")],
+        ["returned while the task was still", "keep polling"],
+    ),
+    "poll-never-stops": (
+        lab2.check_polling,
+        [(RETRY, 'if body["status"] not in UNFINISHED:', 'if body["status"] == "done":')],
+        ["had not returned after 5 s", "neither 'queued' nor 'running'"],
+    ),
+    "poll-without-pause": (
+        lab2.check_polling,
+        [(RETRY, "        time.sleep(interval)\n", "")],
+        ["ms after a 'queued' or 'running' answer", "sleep between polls"],
+    ),
+    "import-no-wait-for-rebuild": (
+        lab2.check_polling,
+        [(RETRY, "def wait_for_rebuild(", "def wait_until_done(")],
+        ["no wait_for_rebuild(client, task_id) yet"],
+    ),
     # Lab 2, app/main.py: idempotency keys
     "key-ignored": (
         lab2.check_idempotency,
@@ -410,6 +451,7 @@ def test_the_retry_check_never_really_sleeps(
         (lab1.check_rebuild_endpoint, ["answered 404", "does not exist yet", ADD_TASK]),
         (lab1.check_demo_flow, ["answered 404", "does not exist yet"]),
         (lab2.check_retry_client, ["no app/retry_client.py yet"]),
+        (lab2.check_polling, ["no app/retry_client.py yet"]),
         (lab2.check_idempotency, ["does not exist yet"]),
         (lab2.check_shutdown, ["no lifespan"]),
     ],

@@ -44,7 +44,7 @@ import sys
 import tempfile
 import traceback
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -354,8 +354,15 @@ def fastapi_app(student: StudentApp) -> Any:
 
 
 @contextlib.contextmanager
-def served(student: StudentApp) -> Iterator[tuple[str, LogCapture]]:
+def served(
+    student: StudentApp, wrap: Callable[[Any], Any] | None = None
+) -> Iterator[tuple[str, LogCapture]]:
     """Serve your app with uvicorn on a free 127.0.0.1 port, with its log captured.
+
+    Args:
+        student: The imported app.
+        wrap: An ASGI middleware factory the check puts around your app (to
+            count requests or inject a failure), or None to serve it as it is.
 
     Yields:
         The base URL and the log records; the server is stopped (its lifespan
@@ -365,7 +372,8 @@ def served(student: StudentApp) -> Iterator[tuple[str, LogCapture]]:
         CheckFailed: the server would not start.
     """
     try:
-        handle = serve_in_thread(fastapi_app(student), host="127.0.0.1", timeout=5.0)
+        app = fastapi_app(student)
+        handle = serve_in_thread(app if wrap is None else wrap(app), host="127.0.0.1", timeout=5.0)
     except ServerStartError as exc:
         raise CheckFailed(str(exc)) from None
     try:

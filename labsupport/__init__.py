@@ -37,6 +37,7 @@ __all__ = [
     "counter_ids",
     "create_app",
     "demo_ratings",
+    "demo_store",
     "poll_task",
     "predict",
     "recommend",
@@ -68,6 +69,7 @@ _HOME = {
     "counter_ids": "tasks",
     "create_app": "api",
     "demo_ratings": "data",
+    "demo_store": "store",
     "poll_task": "retry",
     "predict": "recommender",
     "recommend": "recommender",
@@ -94,7 +96,7 @@ if TYPE_CHECKING:
     )
     from labsupport.retry import TaskFailedError, poll_task, with_backoff
     from labsupport.server import running_servers, serve_in_thread, stop_all
-    from labsupport.store import MemoryStore, SQLiteStore
+    from labsupport.store import MemoryStore, SQLiteStore, demo_store
     from labsupport.tasks import RebuildService, counter_ids
 
 

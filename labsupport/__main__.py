@@ -80,15 +80,12 @@ def _load_plugins() -> tuple[list[_CliPlugin], list[str]]:
 
 def _serve(args: argparse.Namespace, *, plugins: Sequence[_CliPlugin]) -> int:
     from labsupport.api import create_app
-    from labsupport.store import SQLiteStore
+    from labsupport.store import SQLiteStore, demo_store
 
     _warn_if_exposed(args.host)
     store = SQLiteStore(args.db)
     if args.demo and store.count_movies() == 0:
-        from labsupport.data import catalogue_movies, demo_ratings
-
-        store.add_movies((m.title, m.year, m.genre) for m in catalogue_movies())
-        store.add_ratings(demo_ratings(seed=args.seed))
+        demo_store(store, seed=args.seed)
     shared, queued = _shared_service(args, store, plugins)
     app = create_app(
         store,

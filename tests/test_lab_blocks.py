@@ -14,7 +14,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from labsupport.classroom.checks import lab1
+from labsupport.classroom.checks import lab1, lab2
 from labsupport.labapp import write_lab_app
 
 NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
@@ -63,6 +63,42 @@ def typed_app(tmp_path: Path) -> Path:
     return tmp_path
 
 
+LAB1_REBUILD = re.compile(
+    r'@app\.post\("/recommender/rebuild", status_code=202\)\n'
+    r"async def rebuild_recommendations\(.*?(?=\n\n\n)",
+    re.S,
+)
+
+
+@pytest.fixture
+def typed_lab2_app(typed_app: Path) -> Path:
+    retry_client = typed_app / "app" / "retry_client.py"
+    main = typed_app / "app" / "main.py"
+    # Lab 2 step 1 (04): app/retry_client.py is the block, whole.
+    retry_client.write_text(shown_block("04_retries_and_backoff.ipynb", "lab2-step1"), "utf-8")
+    # Lab 2 step 2: wait_for_rebuild under with_backoff.
+    polling = shown_block("04_retries_and_backoff.ipynb", "lab2-step2")
+    retry_client.write_text(retry_client.read_text("utf-8") + "\n\n" + polling, "utf-8")
+    # Lab 2 step 3: the imports, TASK_BY_KEY, and the keyed endpoint in place of Lab 1's.
+    imports, rest = split_imports(shown_block("04_retries_and_backoff.ipynb", "lab2-step3"))
+    keyed = rest.strip()
+    table, endpoint = keyed.split("\n\n\n", 1)
+    text = main.read_text("utf-8")
+    assert len(LAB1_REBUILD.findall(text)) == 1
+    text = LAB1_REBUILD.sub(lambda _: table + "\n\n\n" + endpoint.rstrip(), text)
+    main.write_text(text, "utf-8")
+    add_after_imports(main, re.sub(r"\s*#.*", "", imports) + "\n", "")
+    # Lab 2 step 4 (05): the lifespan above `app = FastAPI(...)`, and the app created with it.
+    imports, rest = split_imports(shown_block("05_shutdown_and_persistence.ipynb", "lab2-step4"))
+    text = main.read_text("utf-8")
+    created = 'app = FastAPI(title="Movie API")\n'
+    assert created in text
+    with_lifespan = 'app = FastAPI(title="Movie API", lifespan=lifespan)\n'
+    main.write_text(text.replace(created, rest.strip() + "\n\n\n" + with_lifespan, 1), "utf-8")
+    add_after_imports(main, re.sub(r"\s*#.*", "", imports) + "\n", "")
+    return typed_app
+
+
 def test_the_blocks_lab_1_shows_pass_its_checks(
     typed_app: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -75,3 +111,16 @@ def test_the_blocks_lab_1_shows_pass_its_checks(
 
 def test_the_quick_test_shown_is_the_lessons_verbatim() -> None:
     assert shown_block("03_background_rebuild.ipynb", "lab1-step3") == lab1.QUICK_TEST
+
+
+def test_the_blocks_lab_2_shows_pass_its_checks(
+    typed_lab2_app: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lab2.check_retry_client(typed_lab2_app)
+    lab2.check_polling(typed_lab2_app)
+    lab2.check_idempotency(typed_lab2_app)
+    lab2.check_shutdown(typed_lab2_app)
+    lab1.check_rebuild_endpoint(typed_lab2_app)  # Lab 1 still holds with Lab 2's changes
+    lab1.check_quick_test(typed_lab2_app)
+    verdicts = capsys.readouterr().out.splitlines()
+    assert len(verdicts) == 6 and all(v.startswith("✔") for v in verdicts), verdicts

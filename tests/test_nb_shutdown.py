@@ -6,7 +6,10 @@ The shutdown tests use the notebook's own BUILD_DELAY and graces, read from its
 
 from __future__ import annotations
 
+import inspect
 import logging
+import re
+import textwrap
 import time
 import uuid
 from collections import Counter
@@ -14,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import nbformat
 import numpy as np
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+import labsupport.api
 from labsupport.api import create_app
 from labsupport.classroom.checks import CheckFailed
 from labsupport.classroom.checks import exercise3 as ex3
@@ -372,3 +377,11 @@ def test_check_status_counter() -> None:
         ex3.check_status_counter(lambda app: Counter())
     with pytest.raises(CheckFailed, match=r"return the collections\.Counter"):
         ex3.check_status_counter(lambda app: {})  # type: ignore[arg-type, return-value]
+
+
+def test_the_lifespan_notebook_05_shows_is_the_services_own() -> None:
+    nb = nbformat.read(NOTEBOOKS / "05_shutdown_and_persistence.ipynb", as_version=4)
+    (cell,) = [c for c in nb.cells if "reference service's `lifespan`" in c.source]
+    shown = re.findall(r"```python\n(.*?)```", cell.source, re.S)[0]
+    source = inspect.getsource(labsupport.api)
+    assert textwrap.indent(shown, "    ") in source

@@ -7,6 +7,7 @@ says which recorded output would change.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +33,9 @@ from labsupport.classroom.pitfalls import (
     TaskBoard,
     blocking_app,
     early_error_app,
+    never_runs_app,
     post_while_probing,
+    rebuild_outcome,
     seed_style_app,
 )
 from labsupport.classroom.plots.states import distinct_states, score_heatmaps, state_timeline
@@ -215,6 +218,43 @@ def test_a_build_inside_the_request_freezes_other_clients(mistake: Any, froze: b
     assert (took >= delay) is froze
 
 
+NOT_CALLABLE = "TypeError: the first argument must be callable"
+NEVER_AWAITED = "RuntimeWarning: coroutine 'run_rebuild_task' was never awaited"
+
+
+@pytest.mark.parametrize(
+    ("slip", "status", "logged", "warned"),
+    [
+        ("sync_call", "complete", [NOT_CALLABLE], []),  # built inside the request
+        ("async_call", "queued", [NOT_CALLABLE], [NEVER_AWAITED]),
+        ("no_await", "queued", [], [NEVER_AWAITED]),
+    ],
+)
+def test_a_call_instead_of_the_function_is_caught_as_text(
+    slip: Any, status: str, logged: list[str], warned: list[str], capfd: pytest.CaptureFixture[str]
+) -> None:
+    delay = P["PITFALL_DELAY"]
+    seen = rebuild_outcome(never_runs_app(build_delay=delay, slip=slip), wait=2 * delay)
+    assert seen.status_code == 202
+    assert seen.answer == {"task_id": "task-1", "status": status}
+    assert (seen.took >= delay) is (slip == "sync_call")
+    assert seen.status == status and seen.waited == 2 * delay
+    assert seen.logged == logged
+    assert seen.warned == warned
+    assert capfd.readouterr().err == ""  # no traceback, no warning on stderr
+    server_log = logging.getLogger("uvicorn.error")
+    assert server_log.propagate and not any(
+        type(h).__name__ == "_ErrorLog" for h in server_log.handlers
+    )
+
+
+def test_rebuild_outcome_of_the_fix_logs_and_warns_nothing() -> None:
+    app = blocking_app(build_delay=P["PITFALL_DELAY"], mistake=None)
+    seen = rebuild_outcome(app, wait=2 * P["PITFALL_DELAY"])
+    assert seen.answer["status"] == "queued" and seen.status == "complete"
+    assert seen.logged == [] and seen.warned == []
+
+
 def test_early_error_leaves_the_task_queued_forever() -> None:
     app = early_error_app(build_delay=P["PITFALL_DELAY"])
     with serve_in_thread(app) as srv, httpx.Client(base_url=srv.url) as c:
@@ -247,6 +287,8 @@ def test_pitfall_arguments_are_checked() -> None:
         blocking_app(build_delay=0.1, mistake="sleep")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="build_delay"):
         TaskBoard(-1.0)
+    with pytest.raises(ValueError, match="unknown slip 'await'; choose one of sync_call"):
+        never_runs_app(build_delay=0.1, slip="await")  # type: ignore[arg-type]
 
 
 # --- checks -------------------------------------------------------------------------

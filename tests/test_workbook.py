@@ -74,6 +74,15 @@ def test_run_all_replay_every_cell_replies_ok(path: Path) -> None:
     assert all(r.status == "error" for r in raising), "raises-exception cells really raise"
 
 
+def test_start_here_reaches_its_core_sections_before_the_first_exercise() -> None:
+    # A stub of the student edition stops Run All, and 00's exercises sit in its last,
+    # optional section: only the Recap and the clean-up may come after the first one.
+    nb = nbformat.read(NOTEBOOKS[0], as_version=4)
+    first = next(i for i, c in enumerate(nb.cells) if "solution" in tags(c))
+    late = [c.source.splitlines()[0] for c in nb.cells[first:] if "core" in tags(c)]
+    assert late == ["## Recap", "## Clean up"]
+
+
 @pytest.fixture(scope="module")
 def edition() -> Iterator[Path]:
     # Inside the workbook, as `python -m labsupport student-edition student/` is run:

@@ -6,6 +6,12 @@ The lesson plan lists two ways a background rebuild goes wrong:
   are not `await`-ing it inside the endpoint": `blocking_app` builds
   the endpoint that awaits the work (or calls it directly) instead of handing
   it to `BackgroundTasks`, so the request only returns after the build.
+- The same warning covers the slips that keep the background task from ever
+  running: `never_runs_app` calls `run_rebuild_task(task_id)` where it
+  should hand over the function, inside `add_task(...)` or with no
+  `add_task` at all. `rebuild_outcome` serves such an app for one POST and
+  keeps what it logged and warned as text, so a notebook can quote the
+  messages without a traceback or a warning reaching stderr.
 - "When status stays `queued`, ensure `background.add_task(...)` is
   reached (no earlier exception)": `early_error_app` registers the task,
   then refuses the request, so the task is never scheduled and stays
@@ -26,20 +32,42 @@ frozen loop shows. All times are in seconds.
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import logging
 import threading
 import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 import httpx
 import numpy as np
 from fastapi import BackgroundTasks, FastAPI, Header, HTTPException, Query
 
+from labsupport.server import serve_in_thread
 from labsupport.tasks import counter_ids
 
-__all__ = ["TaskBoard", "blocking_app", "early_error_app", "post_while_probing", "seed_style_app"]
+__all__ = [
+    "RebuildOutcome",
+    "TaskBoard",
+    "blocking_app",
+    "early_error_app",
+    "never_runs_app",
+    "post_while_probing",
+    "rebuild_outcome",
+    "seed_style_app",
+]
 
 _MISTAKES: tuple[str, ...] = ("await", "direct")
 """The ways `blocking_app` can run the build inside the request."""
+
+_SLIPS: tuple[str, ...] = ("sync_call", "async_call", "no_await")
+"""The ways `never_runs_app` calls `run_rebuild_task` instead of handing it over."""
+
+_SERVER_LOGGER = "uvicorn.error"
+"""Where uvicorn logs an exception raised while it runs the app (background tasks included)."""
 
 _TaskId = Annotated[str | None, Header(description="the client's own task id (seed's X-Task-Id)")]
 
@@ -174,6 +202,177 @@ def blocking_app(*, build_delay: float, mistake: Literal["await", "direct"] | No
 
     board.install_status_route(app)
     return app
+
+
+def never_runs_app(
+    *, build_delay: float, slip: Literal["sync_call", "async_call", "no_await"]
+) -> FastAPI:
+    """Return an app whose endpoint calls `run_rebuild_task` instead of handing it over.
+
+    - `slip="sync_call"`: `background.add_task(run_rebuild_task(task_id))`
+      with the synchronous function. The call does the whole build inside the
+      request, and `add_task` receives its return value, `None`; after
+      the response Starlette tries to run `None` and raises `TypeError`.
+    - `slip="async_call"`: the same line with `async def run_rebuild_task`.
+      The call only creates a coroutine; `add_task` receives it, Starlette
+      raises the same `TypeError`, and the coroutine is never awaited:
+      Python warns `RuntimeWarning` when it is discarded.
+    - `slip="no_await"`: `run_rebuild_task(task_id)` alone, with the
+      `async def` function: a coroutine created and dropped at once, so only
+      the `RuntimeWarning`.
+
+    In the two `async` slips the build never starts, and the task stays
+    `queued`. The fix is `blocking_app`'s fixed endpoint: hand the function
+    and its argument, `background.add_task(run_rebuild_task, task_id)`.
+
+    Args:
+        build_delay: seconds the build takes.
+        slip: `"sync_call"`, `"async_call"` or `"no_await"`.
+
+    Returns:
+        The app; `app.state.board` is its `TaskBoard`.
+
+    Raises:
+        ValueError: for an unknown `slip`.
+    """
+    if slip not in _SLIPS:
+        msg = f"unknown slip {slip!r}; choose one of {', '.join(_SLIPS)}"
+        raise ValueError(msg)
+    board = TaskBoard(build_delay)
+    app = FastAPI(title=f"Rebuild, slip={slip}")
+    app.state.board = board
+
+    def run_rebuild_task(task_id: str) -> None:
+        board.run_rebuild_task(task_id)
+
+    async def run_rebuild_task_async(task_id: str) -> None:
+        await board.run_rebuild_task_async(task_id)
+
+    # Python's warning names the coroutine by its qualified name: make it read as
+    # it does for the module-level `async def run_rebuild_task` a student writes.
+    run_rebuild_task_async.__qualname__ = "run_rebuild_task"
+
+    @app.post("/recommender/rebuild", status_code=202)
+    async def rebuild(background: BackgroundTasks) -> dict[str, str]:
+        task_id = board.new_id()
+        board.status[task_id] = "queued"
+        # The slips are bugs on purpose; mypy sees each one, hence the ignores.
+        if slip == "sync_call":  # BUG: builds now, inside the request, and hands over None
+            background.add_task(run_rebuild_task(task_id))  # type: ignore[arg-type,func-returns-value]
+        elif slip == "async_call":  # BUG: hands over a coroutine, which nothing awaits
+            background.add_task(run_rebuild_task_async(task_id))  # type: ignore[arg-type]
+        else:  # BUG: creates a coroutine and drops it, never awaited
+            run_rebuild_task_async(task_id)  # type: ignore[unused-coroutine]
+        return {"task_id": task_id, "status": board.status[task_id]}
+
+    board.install_status_route(app)
+    return app
+
+
+@dataclass
+class RebuildOutcome:
+    """What one `POST /recommender/rebuild` did, as `rebuild_outcome` saw it.
+
+    Attributes:
+        status_code: The POST's HTTP status.
+        answer: The POST's JSON body.
+        took: Seconds the POST took.
+        status: The task's status `waited` seconds after the POST answered.
+        waited: Those seconds.
+        logged: Each exception the server logged, as `"TypeError: the message"`
+            (other warnings and errors it logged: their message).
+        warned: Each warning raised, as `"RuntimeWarning: the message"`.
+    """
+
+    status_code: int
+    answer: dict[str, str]
+    took: float
+    status: str
+    waited: float
+    logged: list[str] = field(default_factory=list)
+    warned: list[str] = field(default_factory=list)
+
+
+class _ErrorLog(logging.Handler):
+    """Keeps each warning or error logged as one line of text.
+
+    A logged exception becomes `"TypeError: the message"`; the exception
+    object itself is not kept, since its traceback holds frames (and whatever
+    they hold, such as a coroutine that should be collected).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            exc = record.exc_info[1] if record.exc_info else None
+            line = record.getMessage() if exc is None else f"{type(exc).__name__}: {exc}"
+            self.lines.append(line)
+        except Exception:
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def _server_errors() -> Iterator[_ErrorLog]:
+    """Send the server's warnings and errors to an `_ErrorLog` instead of stderr.
+
+    Attach it after the server started: uvicorn configures its loggers when a
+    server is created.
+    """
+    handler, logger = _ErrorLog(), logging.getLogger(_SERVER_LOGGER)
+    propagate = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False  # uvicorn's own handler, on its parent logger, prints to stderr
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+def rebuild_outcome(app: FastAPI, *, wait: float) -> RebuildOutcome:
+    """Serve `app` over real HTTP, POST one rebuild, and read its status `wait` seconds later.
+
+    The app's rebuild endpoint must answer a `task_id` and serve
+    `GET /recommender/rebuild/{task_id}`, as the apps of this module do.
+    While the server runs, every warning is recorded instead of shown and the
+    exceptions uvicorn logs are kept as text instead of printed; the server is
+    stopped and the garbage collected before recording ends, so a coroutine
+    that was never awaited has warned by the time this returns.
+
+    Args:
+        app: The app to try.
+        wait: Seconds to wait after the POST before reading the status.
+
+    Returns:
+        The POST's answer and timing, the status, and what was logged and warned.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        server = serve_in_thread(app)
+        with _server_errors() as errors:
+            try:
+                with httpx.Client(base_url=server.url, timeout=60) as client:
+                    start = time.perf_counter()
+                    response = client.post("/recommender/rebuild")
+                    took = time.perf_counter() - start
+                    time.sleep(wait)
+                    answer = response.json()
+                    polled = client.get(f"/recommender/rebuild/{answer['task_id']}").json()
+            finally:
+                server.stop()  # still capturing: what the shutdown logs is kept too
+        gc.collect()  # a discarded coroutine warns when it is collected: here, while recording
+    return RebuildOutcome(
+        status_code=response.status_code,
+        answer=answer,
+        took=took,
+        status=polled["status"],
+        waited=wait,
+        logged=errors.lines,
+        warned=[f"{w.category.__name__}: {w.message}" for w in caught],
+    )
 
 
 def early_error_app(*, build_delay: float, fixed: bool = False) -> FastAPI:

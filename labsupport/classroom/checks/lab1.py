@@ -356,7 +356,8 @@ def check_quick_test(app_dir: str | Path = "app", *, timeout: float = 60.0) -> N
     """Run the lesson's quick test, `tests/test_recommender_task.py`, with pytest.
 
     pytest runs in a subprocess in your app's folder (its TestClient tests the
-    app in process there), with `python -m pytest -q tests/test_recommender_task.py`.
+    app in process there), with `python -m pytest -q tests/test_recommender_task.py`
+    and only the anyio plugin (for async tests) loaded.
 
     Args:
         app_dir: The folder holding your `app/` package and `tests/`.
@@ -375,6 +376,9 @@ def check_quick_test(app_dir: str | Path = "app", *, timeout: float = 60.0) -> N
             f"copied verbatim:\n\n{QUICK_TEST}"
         )
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    # Only the plugins a FastAPI test needs: the workbook's own environment has
+    # heavy ones (nbval, schemathesis, hypothesis) that add seconds to startup.
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     command = [
         sys.executable,
         "-m",
@@ -383,6 +387,8 @@ def check_quick_test(app_dir: str | Path = "app", *, timeout: float = 60.0) -> N
         "--tb=short",
         "-p",
         "no:cacheprovider",
+        "-p",
+        "anyio.pytest_plugin",  # async tests, as FastAPI's documentation writes them
         "--color=no",
     ]
     try:

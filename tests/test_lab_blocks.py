@@ -105,8 +105,9 @@ def test_the_blocks_lab_1_shows_pass_its_checks(
     lab1.check_recommender(typed_app)
     lab1.check_rebuild_endpoint(typed_app)
     lab1.check_quick_test(typed_app)
+    lab1.check_demo_flow(app_dir=typed_app)
     verdicts = capsys.readouterr().out.splitlines()
-    assert len(verdicts) == 3 and all(v.startswith("✔") for v in verdicts)
+    assert len(verdicts) == 4 and all(v.startswith("✔") for v in verdicts)
 
 
 def test_the_quick_test_shown_is_the_lessons_verbatim() -> None:

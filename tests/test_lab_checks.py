@@ -206,6 +206,11 @@ MISTAKES: dict[str, tuple[Callable[..., None], list[Edit], list[str]]] = {
         [(MAIN, ADD_TASK, "background.add_task(run_rebuild_task(task_id))")],
         ["add_task(run_rebuild_task(task_id))", "(None)", "TypeError:", "callable"],
     ),
+    "coroutine-never-awaited": (
+        lab1.check_rebuild_endpoint,
+        [(MAIN, SYNC_TASK, "async " + SYNC_TASK), (MAIN, ADD_TASK, "run_rebuild_task(task_id)")],
+        ["still reads 'queued'", "RuntimeWarning: coroutine 'run_rebuild_task' was never awaited"],
+    ),
     "add-task-of-a-coroutine": (
         lab1.check_rebuild_endpoint,
         [

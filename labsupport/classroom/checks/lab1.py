@@ -20,6 +20,7 @@ saying what is wrong and what to change. `check_rebuild_endpoint` and
 from __future__ import annotations
 
 import ast
+import gc
 import inspect
 import os
 import random
@@ -244,8 +245,11 @@ def _diagnose_start(trial: RebuildTrial, remote: bool) -> None:
     )
 
 
-def _diagnose_end(trial: RebuildTrial) -> None:
-    """The mistakes that show in where polling ended: (d), and the lesson's other criteria."""
+def _diagnose_end(trial: RebuildTrial, never_awaited: str | None = None) -> None:
+    """The mistakes that show in where polling ended: (d), and the lesson's other criteria.
+
+    `never_awaited` is Python's warning about a coroutine dropped unawaited, if one came.
+    """
     final = trial.statuses[-1]
     error = trial.log.error_with() if trial.log else None
     look = f"the server logged {error}" if error else "look in the server's log for a traceback"
@@ -263,6 +267,13 @@ def _diagnose_end(trial: RebuildTrial) -> None:
             f"the rebuild raised {error}, so TASK_STATUS never reaches 'complete' and reads "
             "'running' for ever: fix the build (check_recommender), and catch its exceptions "
             "in run_rebuild_task to set 'failed'"
+        )
+    if final == "queued" and never_awaited:
+        raise CheckFailed(
+            f"the task still reads 'queued' {TIMEOUT:.0f} s after the POST, and Python warned "
+            f'"RuntimeWarning: {never_awaited}": calling an `async def` function only makes a '
+            "coroutine, which runs nothing until it is awaited; hand the function itself to "
+            "`background.add_task(run_rebuild_task, task_id)`, and make it a plain `def`"
         )
     if final == "queued":
         raise CheckFailed(
@@ -328,8 +339,13 @@ def check_rebuild_endpoint(app_dir: str | Path = "app", *, url: str | None = Non
                 task = getattr(student.module, "run_rebuild_task", None)
                 is_async = inspect.iscoroutinefunction(task)
                 trial = run_rebuild_trial(base, user=7, log=log, is_async=is_async)
+            gc.collect()  # a coroutine dropped unawaited warns when it is collected
+            never_awaited = next(
+                (str(w.message) for w in student.caught if "never awaited" in str(w.message)),
+                None,
+            )
             _diagnose_start(trial, remote=False)  # after the stop: the whole log is in
-            _diagnose_end(trial)
+            _diagnose_end(trial, never_awaited)
         where = f"over real HTTP, the check serving your app at {base}"
     passed(
         f"POST /recommender/rebuild answered 202 'queued' in {trial.took * 1000:.0f} ms while "

@@ -233,8 +233,8 @@ def check_retry_client(app_dir: str | Path = "app") -> None:
             calls, or `Retry-After` ignored.
     """
     missing = (
-        "there is no app/retry_client.py yet: create it with the lesson's with_backoff "
-        "(Lab 2, 'Client-Side Retry Helper')"
+        "there is no app/retry_client.py yet: create it with the fixed with_backoff "
+        "(the block of Lab 2 · step 1 in notebook 04)"
     )
     with student_module(app_dir, "app.retry_client", missing=missing) as student:
         with_backoff = getattr(student.module, "with_backoff", None)

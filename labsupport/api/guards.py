@@ -5,7 +5,7 @@
 - **a body-size limit**: a request body over `MAX_BODY_BYTES` gets `413`,
   whether it says so in `Content-Length` or not;
 - **injected failures**: with a `failure_rate`, that fraction of requests
-  (`/health` and the docs aside) gets `503` with `Retry-After`, drawn from a
+  (`/health`, `/metrics` and the docs aside) gets `503` with `Retry-After`, drawn from a
   seeded random generator, so a retrying client can be shown at work;
 - **human-readable errors**: every error answer is JSON with a `detail`
   sentence. A validation error names the field (`year: Input should be a
@@ -46,7 +46,7 @@ class _Guard:
     and leaves `BackgroundTasks` and streaming untouched.)
     """
 
-    exempt = ("/health", "/docs", "/redoc", "/openapi.json")
+    exempt = ("/health", "/metrics", "/docs", "/redoc", "/openapi.json")
 
     def __init__(self, app: ASGIApp, *, failure_rate: float, seed: int) -> None:
         self.app = app

@@ -48,6 +48,10 @@ def print_section(name: str, section: dict[str, Any]) -> None:
     if name == "serving" and section.get("recommend_us"):
         costs = ", ".join(f"{k}: {v} us" for k, v in section["recommend_us"].items())
         print(f"recommend() in-process, per call: {costs}")
+    if name == "quality":
+        from benchmarks.quality import print_extra
+
+        print_extra(section)  # the cold-start and fold-in drift tables
     if name == "workbook":
         print(f"total {section.get('total_seconds')} s over the notebooks")
         for line in section.get("slow_cells", []):

@@ -16,6 +16,10 @@ different jobs:
   user and movie biases, plus a rank-10 SVD of what the biases leave over,
   refined by one round of alternating ridge regressions (penalty 10).
 
+Users with no ratings get the most-rated chart, which beat every mean-rating
+chart on held-out new users (`benchmarks/README.md`); a user who rated after
+the build can be folded into the item side (`labsupport.recommender.foldin`).
+
 Nothing is ever densified: the matrix is built straight from numpy arrays
 with `scipy.sparse` and factored by a seeded randomized SVD
 (`labsupport.recommender.svd`).  The seed's design (dense matrix, full-rank
@@ -32,7 +36,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -40,7 +44,14 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from labsupport._types import as_rating_arrays
-from labsupport.recommender.svd import rating_factors, same_pattern, shrink, truncated_svd
+from labsupport.recommender.svd import (
+    encode_ids,
+    rating_factors,
+    rating_matrix,
+    same_pattern,
+    shrink,
+    truncated_svd,
+)
 from labsupport.tables import about_seconds, html_table
 
 __all__ = [
@@ -62,7 +73,7 @@ METHODS = ("scaled", "puresvd", "binary", "biased")
 _ITEM_EXPONENT = 0.3  # "scaled": divide movie columns by count**0.3 ...
 _USER_EXPONENT = 0.4  # ... and user rows by count**0.4 before the SVD.
 _BIAS_SHRINKAGE = 5.0  # pseudo-ratings pulling each bias towards 0.
-_POPULARITY_PRIOR = 10.0  # pseudo-ratings at the global mean in the popularity chart.
+_POPULARITY_PRIOR = 10.0  # pseudo-ratings at the global mean: the chart's tie-break.
 _EMPTY_MEAN = 3.0  # what predict() says when there are no ratings at all.
 _MAX_SCORE_CELLS = 5_000_000  # score_matrix() refuses bigger models.
 
@@ -82,14 +93,17 @@ class Model:
         user_factors: Ranking factors, one row per user.
         item_factors: Ranking factors, one row per movie; a user's scores
             are `item_factors @ user_factors[row]`.
+        fold_in_factors: One row per movie: a user's ranking factors are
+            their (scaled) ratings times these rows (`foldin.fold_in`); empty
+            in a model saved before fold-in existed, which then cannot fold in.
         rating_user_factors: Residual factors behind `predict`.
         rating_item_factors: Residual factors behind `predict`.
         global_mean: Mean of all ratings.
         user_bias: Shrunk mean offset of each user.
         item_bias: Shrunk mean offset of each movie.
         rated: Users x movies CSR matrix of the ratings themselves.
-        popular: Movie ids, best first, by shrunk mean rating (ties: more
-            ratings first); what unknown users get.
+        popular: Movie ids, most ratings first (ties: higher shrunk mean
+            rating, then lower id); what users without ratings get.
         version: Caller's model version number.
         built_at: Wall-clock time of the build (`time.time()`).
         rank: Rank of the ranking factors actually used.
@@ -104,6 +118,7 @@ class Model:
     movie_ids: _IntArray
     user_factors: _FloatArray
     item_factors: _FloatArray
+    fold_in_factors: _FloatArray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     rating_user_factors: _FloatArray
     rating_item_factors: _FloatArray
     global_mean: float
@@ -121,8 +136,8 @@ class Model:
     build_seconds: float
 
     def __post_init__(self) -> None:
-        for field in fields(self):
-            value = getattr(self, field.name)
+        for attribute in fields(self):
+            value = getattr(self, attribute.name)
             arrays = [value] if isinstance(value, np.ndarray) else []
             if isinstance(value, sp.csr_matrix):
                 arrays = [value.data, value.indices, value.indptr]
@@ -212,17 +227,17 @@ def build_model(
     report = progress if progress is not None else (lambda fraction: None)
     started = time.perf_counter()
     arrays = as_rating_arrays(ratings)
-    user_ids, user_pos = _encode(arrays.user_ids)
-    movie_ids, movie_pos = _encode(arrays.movie_ids)
+    user_ids, user_pos = encode_ids(arrays.user_ids)
+    movie_ids, movie_pos = encode_ids(arrays.movie_ids)
     shape = (len(user_ids), len(movie_ids))
-    rated = _rating_matrix(user_pos, movie_pos, arrays.scores, shape)
+    rated = rating_matrix(user_pos, movie_pos, arrays.scores, shape)
     report(0.05)
 
     stats = _fit_biases(rated)
     popular = _popularity_chart(stats, movie_ids)
     report(0.2)
 
-    user_factors, item_factors, used_rank = _ranking_factors(rated, stats, method, rank, seed)
+    users, items, fold_in, used_rank = _ranking_factors(rated, stats, method, rank, seed)
     report(0.6)
 
     rating_users, rating_items = rating_factors(stats.residuals, seed)
@@ -230,8 +245,9 @@ def build_model(
     model = Model(
         user_ids=user_ids,
         movie_ids=movie_ids,
-        user_factors=_float32(user_factors),
-        item_factors=_float32(item_factors),
+        user_factors=_float32(users),
+        item_factors=_float32(items),
+        fold_in_factors=_float32(fold_in),
         rating_user_factors=_float32(rating_users),
         rating_item_factors=_float32(rating_items),
         global_mean=stats.mean,
@@ -307,31 +323,40 @@ def _fit_biases(rated: sp.csr_matrix) -> _RatingStats:
 
 
 def _popularity_chart(stats: _RatingStats, movie_ids: _IntArray) -> _IntArray:
-    """Return movie ids by shrunk mean rating, best first (ties: more ratings first)."""
+    """Return movie ids by number of ratings, most first (ties: higher shrunk mean rating)."""
     total = np.bincount(stats.cols, stats.scores, len(movie_ids))
     shrunk = (total + _POPULARITY_PRIOR * stats.mean) / (stats.item_count + _POPULARITY_PRIOR)
-    return movie_ids[np.lexsort((movie_ids, -stats.item_count, -shrunk))]
+    return movie_ids[np.lexsort((movie_ids, -shrunk, -stats.item_count))]
 
 
 def _ranking_factors(
     rated: sp.csr_matrix, stats: _RatingStats, method: str, rank: int, seed: int
-) -> tuple[npt.NDArray[Any], npt.NDArray[Any], int]:
-    """Factor the matrix `method` ranks by; return both factors and the rank used."""
+) -> tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any], int]:
+    """Factor the matrix `method` ranks by; return both factors, the fold-in rows, the rank.
+
+    A user's row `x` of the factored matrix maps to their factors by
+    `x V diag(weight / s)` (the least-squares fit with `V` fixed; `x V = u s`
+    for an exact SVD): the fold-in rows are `V diag(weight / s)`, divided by
+    the movie's scale for `"scaled"`, with a zero column for `"biased"`.
+    """
     rows, cols, scores = stats.rows, stats.cols, stats.scores
     if method == "biased":  # rank by predicted rating: b_i + p_u . q_i
         u, s, vt = truncated_svd(stats.residuals, rank, seed)
         user_factors = np.column_stack([u * s, np.ones(len(u))])
         item_factors = np.column_stack([vt.T, stats.item_bias])
-    else:
-        values = scores if method == "puresvd" else np.ones_like(scores)
-        item_scale = np.ones(rated.shape[1])
-        if method == "scaled":
-            item_scale = stats.item_count**_ITEM_EXPONENT
-            values = scores / (item_scale[cols] * stats.user_count[rows] ** _USER_EXPONENT)
-        u, s, vt = truncated_svd(same_pattern(rated, values), rank, seed)
-        user_factors = u * (shrink(s) if method == "scaled" else s)
-        item_factors = vt.T * item_scale[:, None]
-    return user_factors, item_factors, int(s.shape[0])
+        fold_in = np.column_stack([vt.T, np.zeros(len(vt.T))])  # the 1 is set by fold_in()
+        return user_factors, item_factors, fold_in, int(s.shape[0])
+    values = scores if method == "puresvd" else np.ones_like(scores)
+    item_scale = np.ones(rated.shape[1])
+    if method == "scaled":
+        item_scale = stats.item_count**_ITEM_EXPONENT
+        values = scores / (item_scale[cols] * stats.user_count[rows] ** _USER_EXPONENT)
+    u, s, vt = truncated_svd(same_pattern(rated, values), rank, seed)
+    weight = shrink(s) if method == "scaled" else s
+    user_factors = u * weight
+    per_s = np.divide(weight, s, out=np.zeros_like(weight), where=s > 0)
+    fold_in = vt.T * per_s / np.maximum(item_scale, 1e-12)[:, None]
+    return user_factors, vt.T * item_scale[:, None], fold_in, int(s.shape[0])
 
 
 def recommend(model: Model, user_id: int, limit: int = 5, exclude_rated: bool = False) -> list[int]:
@@ -443,35 +468,6 @@ def recommend_for_user(model_or_ratings: Any, user_id: int, k: int = 5) -> list[
     if not isinstance(model, Model):
         model = build_model(model_or_ratings)
     return recommend(model, user_id, k)
-
-
-def _encode(ids: _IntArray) -> tuple[_IntArray, npt.NDArray[np.intp]]:
-    """Return the sorted unique ids and each id's position among them."""
-    if len(ids) and int(ids.max()) - int(ids.min()) < 4 * len(ids) + 1024:
-        low = int(ids.min())  # dense ids: a lookup table beats sorting
-        present = np.zeros(int(ids.max()) - low + 1, dtype=bool)
-        present[ids - low] = True
-        positions = np.cumsum(present) - 1
-        return np.flatnonzero(present).astype(np.int64) + low, positions[ids - low]
-    unique, positions = np.unique(ids, return_inverse=True)
-    return unique.astype(np.int64), positions
-
-
-def _rating_matrix(
-    rows: npt.NDArray[np.intp],
-    cols: npt.NDArray[np.intp],
-    scores: _FloatArray,
-    shape: tuple[int, int],
-) -> sp.csr_matrix:
-    """Build the CSR ratings matrix; for a repeated (user, movie) keep the last."""
-    matrix = sp.csr_matrix((scores, (rows, cols)), shape=shape, dtype=np.float32)
-    if matrix.nnz < len(scores):  # duplicates were summed: rebuild from the last ones
-        keys = rows.astype(np.int64) * shape[1] + cols
-        _, first_from_end = np.unique(keys[::-1], return_index=True)
-        last = len(keys) - 1 - first_from_end
-        matrix = sp.csr_matrix((scores[last], (rows[last], cols[last])), shape=shape)
-    matrix.sort_indices()
-    return matrix
 
 
 def _float32(array: npt.NDArray[Any]) -> _FloatArray:

@@ -1,6 +1,7 @@
 """The factorisations behind `build_model`: a randomized truncated SVD and ALS.
 
-`truncated_svd` factors a sparse matrix without ever densifying it (a dense
+`encode_ids` and `rating_matrix` turn rating columns into the sparse users x
+movies matrix; `truncated_svd` factors it without ever densifying it (a dense
 SVD only for matrices with a short side); `shrink` is the singular-value
 weighting of the `"scaled"` method; `rating_factors` turns the bias
 residuals into the factors behind `predict`. Every function is
@@ -15,12 +16,48 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-__all__ = ["rating_factors", "same_pattern", "shrink", "truncated_svd"]
+__all__ = [
+    "encode_ids",
+    "rating_factors",
+    "rating_matrix",
+    "same_pattern",
+    "shrink",
+    "truncated_svd",
+]
 
 _RATING_RANK = 10  # rank of the residual factors behind predict().
 _RIDGE = 10.0  # ridge penalty of the ALS round that refines them.
 _OVERSAMPLING = 10  # randomized SVD: extra random vectors beyond the rank ...
 _POWER_ITERATIONS = 4  # ... and passes over the data that sharpen them.
+
+
+def encode_ids(ids: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.intp]]:
+    """Return the sorted unique ids and each id's position among them."""
+    if len(ids) and int(ids.max()) - int(ids.min()) < 4 * len(ids) + 1024:
+        low = int(ids.min())  # dense ids: a lookup table beats sorting
+        present = np.zeros(int(ids.max()) - low + 1, dtype=bool)
+        present[ids - low] = True
+        positions = np.cumsum(present) - 1
+        return np.flatnonzero(present).astype(np.int64) + low, positions[ids - low]
+    unique, positions = np.unique(ids, return_inverse=True)
+    return unique.astype(np.int64), positions
+
+
+def rating_matrix(
+    rows: npt.NDArray[np.intp],
+    cols: npt.NDArray[np.intp],
+    scores: npt.NDArray[np.float32],
+    shape: tuple[int, int],
+) -> sp.csr_matrix:
+    """Build the CSR ratings matrix; for a repeated (user, movie) keep the last."""
+    matrix = sp.csr_matrix((scores, (rows, cols)), shape=shape, dtype=np.float32)
+    if matrix.nnz < len(scores):  # duplicates were summed: rebuild from the last ones
+        keys = rows.astype(np.int64) * shape[1] + cols
+        _, first_from_end = np.unique(keys[::-1], return_index=True)
+        last = len(keys) - 1 - first_from_end
+        matrix = sp.csr_matrix((scores[last], (rows[last], cols[last])), shape=shape)
+    matrix.sort_indices()
+    return matrix
 
 
 def same_pattern(matrix: sp.csr_matrix, values: npt.NDArray[Any]) -> sp.csr_matrix:

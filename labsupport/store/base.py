@@ -152,6 +152,18 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
+    def user_ratings(self, user_id: int) -> RatingArrays:
+        """Return one user's current ratings as numpy columns, sorted by movie id.
+
+        The cheap read for one user (no snapshot of every rating): what
+        fold-in projects onto the serving model. A user with no ratings
+        gets empty columns.
+
+        Args:
+            user_id: The user.
+        """
+
+    @abc.abstractmethod
     def count_ratings(self) -> int:
         """Return the number of stored ratings (one per user and movie)."""
 
@@ -165,6 +177,18 @@ class Store(abc.ABC):
 
         Subtract the value seen at the last model build to get "ratings added
         since the last build".  It starts at 0 and survives a reopen.
+        """
+
+    @abc.abstractmethod
+    def oldest_unseen_write(self, version: int) -> float | None:
+        """When the oldest rating write after `ratings_version() == version` happened.
+
+        A model built from the ratings at `version` has not seen that write:
+        its age is how stale the model is.
+
+        Returns:
+            A Unix time in seconds, or `None` when nothing was written after
+            `version` (or only before this store kept the times of writes).
         """
 
     @abc.abstractmethod

@@ -7,8 +7,11 @@ Python loop per rating.
 
 from __future__ import annotations
 
+import bisect
 import json
 import threading
+import time
+from array import array as typed_array
 from collections.abc import Hashable, Iterable, Mapping
 from itertools import compress, repeat
 from typing import Any
@@ -65,13 +68,17 @@ class MemoryStore(Store):
         self._lock = threading.RLock()
         self._movies: list[Movie] = []
         self._index: dict[Hashable, int] = {}
-        self._user_set: set[int] = set()
+        # user -> their row numbers, in chunks (joined on read): user_ratings, count_users
+        self._rows_of: dict[int, list[npt.NDArray[np.int64]]] = {}
         self._users = np.empty(0, dtype=np.int64)
         self._movie_ids = np.empty(0, dtype=np.int64)
         self._scores = np.empty(0, dtype=np.float64)  # float64 keeps 3.7 as given
         self._n = 0
         self._version = 0
         self._columns: tuple[int, RatingArrays] | None = None  # (version, sorted columns)
+        # One entry per write call: the version it reached, and when (oldest_unseen_write).
+        self._write_versions = typed_array("q")
+        self._write_times = typed_array("d")
         self._tasks: dict[str, str] = {}  # task_id -> JSON, insertion-ordered
 
     def add_movie(self, title: str, year: int, genre: str) -> Movie:
@@ -122,10 +129,11 @@ class MemoryStore(Store):
                 self._reserve(1)
                 i = self._index[key] = self._n
                 self._users[i], self._movie_ids[i] = user, movie
-                self._user_set.add(user)
+                self._rows_of.setdefault(user, []).append(np.array([i], dtype=np.int64))
                 self._n += 1
             self._scores[i] = value
             self._version += 1
+            self._log_write()
         return _row(user, movie, value)
 
     def add_ratings(self, ratings: RatingArrays) -> int:
@@ -150,10 +158,21 @@ class MemoryStore(Store):
             self._scores[start:stop] = scores[fresh]
             new_keys = compress(batch.keys(), (~old).tolist())
             self._index.update(zip(new_keys, range(start, stop), strict=True))
-            self._user_set.update(users[fresh].tolist())
+            self._group_rows(users[fresh], start)
             self._n = stop
             self._version += n
+            self._log_write()
         return n
+
+    def _log_write(self) -> None:
+        """Remember when the write that reached the current version happened (lock held)."""
+        self._write_versions.append(self._version)
+        self._write_times.append(time.time())
+
+    def oldest_unseen_write(self, version: int) -> float | None:
+        with self._lock:
+            i = bisect.bisect_right(self._write_versions, version)
+            return self._write_times[i] if i < len(self._write_times) else None
 
     def _sorted_columns(
         self,
@@ -196,9 +215,31 @@ class MemoryStore(Store):
         with self._lock:
             return self._n
 
+    def _group_rows(self, users: npt.NDArray[np.int64], start: int) -> None:
+        """File the new rows `start, start + 1, ...` of `users` under each user (lock held)."""
+        if len(users) == 0:  # the batch only replaced scores
+            return
+        order = np.argsort(users, kind="stable")
+        distinct, first = np.unique(users[order], return_index=True)
+        rows = (order + start).astype(np.int64)
+        for user, chunk in zip(distinct.tolist(), np.split(rows, first[1:]), strict=True):
+            self._rows_of.setdefault(user, []).append(chunk)
+
+    def user_ratings(self, user_id: int) -> RatingArrays:
+        with self._lock:
+            chunks = self._rows_of.get(user_id, [])
+            if len(chunks) > 1:  # join once; later reads take the one chunk
+                chunks[:] = [np.concatenate(chunks)]
+            rows = chunks[0] if chunks else np.zeros(0, dtype=np.int64)
+            movies, scores = self._movie_ids[rows], self._scores[rows]  # copies
+        order = np.argsort(movies, kind="stable")
+        return RatingArrays.from_columns(
+            np.full(len(rows), user_id, dtype=np.int64), movies[order], scores[order]
+        )
+
     def count_users(self) -> int:
         with self._lock:
-            return len(self._user_set)
+            return len(self._rows_of)
 
     def ratings_version(self) -> int:
         with self._lock:

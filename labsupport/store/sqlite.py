@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import operator
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -45,6 +47,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     task_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, data TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS writes (version INTEGER PRIMARY KEY, written_at REAL NOT NULL);
 INSERT OR IGNORE INTO counters VALUES ('ratings_version', 0);
 """
 # seq: the ratings_version the row was last written at, so a reader holding
@@ -55,11 +58,16 @@ _UPSERT_RATING = (
 )
 _SEQ_INDEX = "CREATE INDEX IF NOT EXISTS ratings_by_seq ON ratings (seq)"
 _SELECT_VERSION = "SELECT value FROM counters WHERE name = 'ratings_version'"
+# writes: one row per write call, the version it reached and when (oldest_unseen_write)
+_LOG_WRITE = "INSERT OR REPLACE INTO writes (version, written_at) VALUES (?, ?)"
+_OLDEST_UNSEEN = "SELECT written_at FROM writes WHERE version > ? ORDER BY version LIMIT 1"
 _BUMP_VERSION = "UPDATE counters SET value = value + ? WHERE name = 'ratings_version'"
 _SELECT_RATINGS = "SELECT user_id, movie_id, score FROM ratings ORDER BY user_id, movie_id"
 _SELECT_CHANGED = (
     "SELECT user_id, movie_id, score FROM ratings WHERE seq > ? ORDER BY user_id, movie_id"
 )
+# one user's rows: a range of the (user_id, movie_id) primary key, already in movie order
+_SELECT_USER = "SELECT user_id, movie_id, score FROM ratings WHERE user_id = ? ORDER BY movie_id"
 _MERGE_MAX_SHARE = 0.05  # more changed rows than this share of the table: re-read it all
 _RATING_DTYPE = np.dtype([("user_id", np.int64), ("movie_id", np.int64), ("score", np.float64)])
 
@@ -188,6 +196,7 @@ class SQLiteStore(Store):
             con.execute(_BUMP_VERSION, (1,))
             seq = con.execute(_SELECT_VERSION).fetchone()[0]
             con.execute(_UPSERT_RATING, (user, movie, value, seq))
+            con.execute(_LOG_WRITE, (seq, time.time()))
         return _row(user, movie, value)
 
     def add_ratings(self, ratings: RatingArrays) -> int:
@@ -209,6 +218,7 @@ class SQLiteStore(Store):
                 itertools.repeat(seq),
             )
             con.executemany(_UPSERT_RATING, rows)
+            con.execute(_LOG_WRITE, (seq, time.time()))
         return n
 
     def list_ratings(self) -> list[dict[str, int | float]]:
@@ -251,6 +261,15 @@ class SQLiteStore(Store):
         table = np.fromiter(self._con.execute(sql, params), dtype=_RATING_DTYPE)
         return RatingArrays.from_columns(table["user_id"], table["movie_id"], table["score"])
 
+    def user_ratings(self, user_id: int) -> RatingArrays:
+        """Return one user's ratings straight from the file (no cache).
+
+        Other connections (another server process) write to the same file,
+        so a cached copy could be stale; the read is one primary-key range.
+        """
+        with self._lock:
+            return self._fetch(_SELECT_USER, (operator.index(user_id),))
+
     def count_ratings(self) -> int:
         return int(self._one("SELECT COUNT(*) FROM ratings"))
 
@@ -259,6 +278,11 @@ class SQLiteStore(Store):
 
     def ratings_version(self) -> int:
         return int(self._one(_SELECT_VERSION))
+
+    def oldest_unseen_write(self, version: int) -> float | None:
+        with self._lock:
+            row = self._con.execute(_OLDEST_UNSEEN, (version,)).fetchone()
+        return None if row is None else float(row[0])
 
     def save_task(self, task: Mapping[str, Any]) -> None:
         task_id, data = _task_json(task)

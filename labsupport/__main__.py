@@ -28,10 +28,10 @@ import ipaddress
 import logging
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 from types import FrameType
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import uvicorn
 
@@ -94,6 +94,9 @@ def _serve(args: argparse.Namespace, *, plugins: Sequence[_CliPlugin]) -> int:
         executor=args.executor,
         build_delay=args.build_delay,
         rebuild_rate=args.rebuild_rate,
+        refresh_after=args.refresh_after,
+        refresh_every=args.refresh_every,
+        fold_in=args.fold_in,
     )
     service: RebuildServiceProtocol = app.state.service
     if store.count_ratings() and service.model is None:
@@ -167,6 +170,22 @@ def _rebuild_rate(text: str) -> tuple[int, float] | None:
     return rate
 
 
+def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse type: `kind(text)`, which must be above zero."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not value > 0:
+            msg = f"expected a number above zero, got {text!r}"
+            raise argparse.ArgumentTypeError(msg)
+        return value
+
+    return parse
+
+
 class _DrainingServer(uvicorn.Server):
     """A uvicorn server that drains before it stops.
 
@@ -235,6 +254,25 @@ def _add_serve(
         metavar="BURST,PER_MINUTE",
         help="rebuilds one client may start at once, then per minute; more get 429 "
         f"(default {REBUILD_RATE[0]},{REBUILD_RATE[1]:g}; off to disable)",
+    )
+    serve.add_argument(
+        "--refresh-after",
+        type=_positive(int),
+        metavar="N",
+        help="rebuild by itself once N ratings arrived since the serving model (default: off)",
+    )
+    serve.add_argument(
+        "--refresh-every",
+        type=_positive(float),
+        metavar="SECONDS",
+        help="rebuild by itself once the oldest rating the model has not seen is this old "
+        "(default: off)",
+    )
+    serve.add_argument(
+        "--fold-in",
+        action="store_true",
+        help="answer a user who rated since the last build from their current ratings, "
+        "folded into the serving model, with no rebuild (default: off)",
     )
     for plugin in plugins:
         plugin.add_serve_options(serve)

@@ -26,6 +26,7 @@ its built-in base (a test keeps this tree complete):
     │   ├── CheckFailed(AssertionError)            labsupport.classroom.checks
     │   └── Unsolved                               labsupport.classroom.checks
     ├── ServiceClosedError(RuntimeError)           labsupport.tasks
+    ├── TaskFinishedError(RuntimeError)            labsupport.tasks
     ├── UnknownMovieError(LookupError)             labsupport.store
     └── _LeaseLostError(RuntimeError)              labsupport.scaleout.builder (internal)
 
@@ -44,6 +45,8 @@ What each means:
   stops there, saying so).
 - `ServiceClosedError`: a rebuild was asked of a service that is shutting down
   (the API answers `503` with `Retry-After`).
+- `TaskFinishedError`: a cancel of a rebuild already in a final state (the API
+  answers 409).
 - `UnknownMovieError`: a rating for a movie the store does not hold (the API
   answers `404`).
 - `_LeaseLostError`: a Redis build lost its lease to another builder; the

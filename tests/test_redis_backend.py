@@ -23,7 +23,12 @@ from labsupport.scaleout import cache as rediscache
 from labsupport.scaleout.registry import RedisTaskRegistry, RedisUnavailableError, connect_redis
 from labsupport.scaleout.service import RedisRebuildService
 from labsupport.store import MemoryStore
-from labsupport.tasks import RebuildServiceProtocol, ServiceClosedError, TaskStatus
+from labsupport.tasks import (
+    RebuildServiceProtocol,
+    ServiceClosedError,
+    TaskFinishedError,
+    TaskStatus,
+)
 
 
 class Builder:
@@ -414,3 +419,29 @@ def test_redis_going_away_mid_request_is_a_503_with_retry_after(
     assert answer.json() == {
         "detail": "the shared task store (Redis) is unreachable; try again shortly"
     }
+
+
+def test_cancel_over_redis_is_seen_by_every_process(
+    make_service: Callable[..., RedisRebuildService], builder: Builder
+) -> None:
+    a, b = make_service(build_delay=1.0), make_service()
+    a.rebuild_now(timeout=10)
+    running, _ = a.request(trigger="auto")
+    assert running.trigger == "auto" and b.get(running.task_id).trigger == "auto"  # type: ignore[union-attr]
+    a.start(running.task_id)
+    wait_for(lambda: a.get(running.task_id).status is TaskStatus.RUNNING)  # type: ignore[union-attr]
+    queued, created = b.request(idempotency_key="k")
+    assert created
+    assert b.cancel(queued.task_id).status is TaskStatus.CANCELED
+    assert a.get(queued.task_id).status is TaskStatus.CANCELED  # type: ignore[union-attr]
+    again, created = a.request(idempotency_key="k")  # the key of a canceled task: a new one
+    assert created and again.task_id != queued.task_id
+    assert b.cancel(again.task_id).status is TaskStatus.CANCELED
+    assert b.cancel(running.task_id).status is TaskStatus.CANCELED  # a's build, canceled from b
+    time.sleep(1.5)  # past the end the build would have reached
+    assert a.get(running.task_id).status is TaskStatus.CANCELED  # type: ignore[union-attr]
+    assert a.model is not None and a.model.version == 1 and b.model.version == 1  # type: ignore[union-attr]
+    with pytest.raises(TaskFinishedError):
+        a.cancel(running.task_id)
+    with pytest.raises(KeyError):
+        a.cancel("no-such-task")

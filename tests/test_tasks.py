@@ -374,8 +374,9 @@ def assert_provides_protocol(service: type[Any] | object) -> None:
 
 def test_the_protocol_lists_what_the_api_and_the_cli_use() -> None:
     assert set(protocol_members()) == {
-        "store", "model", "accepting", "get", "tasks", "ratings_since_build", "request",
-        "reuses", "start", "wait", "rebuild_now", "close", "wait_idle", "shutdown",
+        "store", "model", "accepting", "get", "tasks", "ratings_since_build",
+        "staleness_seconds", "request", "cancel", "reuses", "start", "wait", "rebuild_now",
+        "close", "wait_idle", "shutdown",
     }  # fmt: skip
 
 

@@ -208,6 +208,47 @@ def test_killing_the_worker_mid_build_fails_the_task_and_a_new_worker_carries_on
     assert status(cluster.a, task_id)["status"] == "failed"  # and it stays failed
 
 
+def test_delete_through_one_server_stops_the_workers_build_and_keeps_the_model(
+    cluster: Cluster,
+) -> None:
+    before = version(cluster.a)
+    task_id = post_rebuild(cluster.b)  # B_BUILD_DELAY seconds of work on the worker
+    eventually(lambda: status(cluster.a, task_id)["status"] == "running", "running")
+    horses = set(_processes_using(cluster.db, "worker")) - {cluster.worker.proc.pid}
+    assert horses, "a running RQ job runs in a work horse forked from the worker"
+    answer = httpx.delete(f"{cluster.a.url}/recommender/rebuild/{task_id}", timeout=5)
+    assert answer.status_code == 200 and answer.json()["status"] == "canceled"
+    assert status(cluster.b, task_id)["status"] == "canceled"
+    eventually(
+        lambda: not (set(_processes_using(cluster.db, "worker")) & horses),
+        "the work horse of the canceled job ends",
+        timeout=5,
+    )
+    assert status(cluster.a, task_id)["status"] == "canceled"
+    assert version(cluster.a) == before == version(cluster.b)
+    again = httpx.delete(f"{cluster.b.url}/recommender/rebuild/{task_id}", timeout=5)
+    assert again.status_code == 409
+    # the worker carries on with the next rebuild
+    new_id = post_rebuild(cluster.a)
+    eventually(
+        lambda: status(cluster.a, new_id)["status"] == "complete",
+        f"the next rebuild completes\n{cluster.logs()}",
+    )
+
+
+def test_delete_of_a_job_waiting_in_the_queue_takes_it_out(cluster: Cluster) -> None:
+    running = post_rebuild(cluster.b)
+    eventually(lambda: status(cluster.a, running)["status"] == "running", "running")
+    queued = post_rebuild(cluster.a)
+    assert status(cluster.a, queued)["status"] == "queued"
+    answer = httpx.delete(f"{cluster.b.url}/recommender/rebuild/{queued}", timeout=5)
+    assert answer.status_code == 200 and answer.json()["status"] == "canceled"
+    httpx.delete(f"{cluster.a.url}/recommender/rebuild/{running}", timeout=5)
+    job = cluster.redis.hget(f"rq:job:{queued}", "status")
+    assert job in (b"canceled", None)
+    assert status(cluster.a, queued)["status"] == "canceled"
+
+
 def test_without_a_queue_servers_share_state_and_a_killed_builder_reads_interrupted(
     tmp_path: Path, fresh_redis_url: str
 ) -> None:

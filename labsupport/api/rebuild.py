@@ -6,7 +6,9 @@
   and a client that starts too many rebuilds gets `429` with `Retry-After`.
 - `GET /recommender/rebuild/{task_id}` reports the task's status, progress and
   times, with `Retry-After` while it is unfinished.
-- `GET /recommender` summarises the serving model.
+- `DELETE /recommender/rebuild/{task_id}` cancels a queued or running rebuild:
+  `200` with the task, now `canceled`; `409` once it is final; `404` unknown.
+- `GET /recommender` summarises the serving model and how stale it is.
 
 `rebuild_router(limiter)` makes the routes, for each app anew: whether the
 `429` appears in the OpenAPI schema depends on whether the app has a limit.
@@ -20,11 +22,17 @@ from typing import Annotated, Any
 from fastapi import APIRouter, BackgroundTasks, Header, HTTPException, Path, Request, Response
 
 from labsupport.api.guards import RETRY_AFTER_SECONDS
-from labsupport.api.schemas import Detail, ModelInfo, Queued, TaskOut, error_responses
+from labsupport.api.schemas import Detail, ModelInfo, Queued, TaskOut, TaskRef, error_responses
 from labsupport.api.state import service_of
 from labsupport.ratelimit import RateLimiter, retry_after_seconds
 from labsupport.recommender import recommend
-from labsupport.tasks import RebuildServiceProtocol, ServiceClosedError, Task, TaskStatus
+from labsupport.tasks import (
+    RebuildServiceProtocol,
+    ServiceClosedError,
+    Task,
+    TaskFinishedError,
+    TaskStatus,
+)
 
 __all__ = ["rebuild_router"]
 
@@ -62,7 +70,7 @@ def rebuild_router(limiter: RateLimiter | None) -> APIRouter:
             schema. (The endpoint itself reads the limiter from `app.state`.)
 
     Returns:
-        A router with the three routes.
+        A router with the four routes.
     """
     router = APIRouter(tags=["recommender"])
     router.add_api_route(
@@ -77,6 +85,12 @@ def rebuild_router(limiter: RateLimiter | None) -> APIRouter:
         rebuild_status,
         methods=["GET"],
         responses=error_responses(404, 422),
+    )
+    router.add_api_route(
+        "/recommender/rebuild/{task_id}",
+        cancel_rebuild,
+        methods=["DELETE"],
+        responses=error_responses(404, 409, 422),
     )
     router.add_api_route("/recommender", model_info, methods=["GET"])
     return router
@@ -139,8 +153,27 @@ def rebuild_status(
     return _task_out(task, service)
 
 
+def cancel_rebuild(task_id: Annotated[str, Path(max_length=255)], request: Request) -> TaskOut:
+    """Cancel a queued or running rebuild; the serving model stays as it was.
+
+    A queued task is canceled at once; a running build is stopped too. The
+    task reads `canceled` from now on, and its idempotency key, sent again,
+    starts a new rebuild. A task already final answers 409.
+    """
+    service = service_of(request)
+    try:
+        task = service.cancel(task_id)
+    except KeyError:
+        raise HTTPException(
+            404, f"no rebuild task {task_id!r}; POST /recommender/rebuild returns a task_id"
+        ) from None
+    except TaskFinishedError as exc:
+        raise HTTPException(409, str(exc)) from None
+    return _task_out(task, service)
+
+
 def model_info(request: Request) -> ModelInfo:
-    """Describe the serving model and how many ratings arrived since it was built."""
+    """Describe the serving model, how many ratings arrived since it was built, and how stale."""
     service = service_of(request)
     model = service.model
     summary: dict[str, Any] = (
@@ -149,7 +182,19 @@ def model_info(request: Request) -> ModelInfo:
         else dict.fromkeys(("version", "built_at", "rank", "method", "build_seconds"))
         | {"n_users": 0, "n_movies": 0, "n_ratings": 0}
     )
-    return ModelInfo(**summary, ratings_since_build=service.ratings_since_build())
+    staleness = service.staleness_seconds()
+    tasks = service.tasks()
+    last = tasks[-1] if tasks else None
+    return ModelInfo(
+        **summary,
+        ratings_since_build=service.ratings_since_build(),
+        staleness_seconds=None if staleness is None else round(staleness, 3),
+        last_task=None
+        if last is None
+        else TaskRef.model_validate(
+            {"task_id": last.task_id, "status": last.status, "trigger": last.trigger}
+        ),
+    )
 
 
 def _task_out(task: Task, service: RebuildServiceProtocol) -> TaskOut:

@@ -13,7 +13,7 @@ published schema.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr
@@ -82,6 +82,9 @@ class TaskOut(BaseModel):
     finished_at: float | None
     error: str | None
     model_version: int | None
+    trigger: Literal["manual", "auto"] = Field(
+        description="what started it: a client's POST (manual) or the automatic refresh (auto)"
+    )
 
 
 class Queued(BaseModel):
@@ -89,6 +92,14 @@ class Queued(BaseModel):
 
     task_id: str
     status: TaskStatus
+
+
+class TaskRef(BaseModel):
+    """The most recent rebuild task, in short (its status URL has the rest)."""
+
+    task_id: str
+    status: TaskStatus
+    trigger: Literal["manual", "auto"]
 
 
 class ModelInfo(BaseModel):
@@ -103,6 +114,12 @@ class ModelInfo(BaseModel):
     method: str | None
     build_seconds: float | None
     ratings_since_build: int
+    staleness_seconds: float | None = Field(
+        description="age of the oldest rating this model has not seen; null when it saw them all"
+    )
+    last_task: TaskRef | None = Field(
+        description="the most recent rebuild task, manual or automatic (null before any)"
+    )
 
 
 class Detail(BaseModel):

@@ -16,12 +16,16 @@ __all__ = ["SCRIPTS"]
 
 _REQUEST = """
 -- Return the task an idempotency key made, join the queued task, or queue a new one.
+-- A key whose task was canceled starts a new task.
 -- KEYS: task hash prefix, queued pointer, idempotency key, index, lease prefix
--- ARGV: new id, now, owner, runner, has key ('1' or ''), key ttl ms, lease ttl ms
+-- ARGV: new id, now, owner, runner, has key ('1' or ''), key ttl ms, lease ttl ms, trigger
 local tasks, has_key = KEYS[1], ARGV[5] == '1'
 if has_key then
   local known = redis.call('GET', KEYS[3])
-  if known and redis.call('EXISTS', tasks .. known) == 1 then return {known, 0} end
+  if known and redis.call('EXISTS', tasks .. known) == 1
+     and redis.call('HGET', tasks .. known, 'status') ~= 'canceled' then
+    return {known, 0}
+  end
 end
 local waiting = redis.call('GET', KEYS[2])
 if waiting and redis.call('HGET', tasks .. waiting, 'status') == 'queued' then
@@ -29,7 +33,8 @@ if waiting and redis.call('HGET', tasks .. waiting, 'status') == 'queued' then
   return {waiting, 0}
 end
 redis.call('HSET', tasks .. ARGV[1], 'task_id', ARGV[1], 'status', 'queued',
-           'queued_at', ARGV[2], 'progress', '0', 'owner', ARGV[3], 'runner', ARGV[4])
+           'queued_at', ARGV[2], 'progress', '0', 'owner', ARGV[3], 'runner', ARGV[4],
+           'trigger', ARGV[8])
 redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1])
 redis.call('SET', KEYS[2], ARGV[1])
 -- whoever queued it holds it until a builder claims it
@@ -125,6 +130,21 @@ redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return 1
 """
 
+_CANCEL = """
+-- Cancel a queued or running task, whoever holds it; return its status before.
+-- KEYS: task hash, lease, building, queued
+-- ARGV: task id, now, task ttl ms
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'queued' and status ~= 'running' then return status or 'missing' end
+redis.call('HSET', KEYS[1], 'status', 'canceled', 'finished_at', ARGV[2],
+           'error', 'canceled by a client')
+redis.call('DEL', KEYS[2])
+if redis.call('GET', KEYS[3]) == ARGV[1] then redis.call('DEL', KEYS[3]) end
+if redis.call('GET', KEYS[4]) == ARGV[1] then redis.call('DEL', KEYS[4]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return status
+"""
+
 
 SCRIPTS = {
     "request": _REQUEST,
@@ -134,5 +154,6 @@ SCRIPTS = {
     "progress": _PROGRESS,
     "publish": _PUBLISH,
     "settle": _SETTLE,
+    "cancel": _CANCEL,
 }
 """Each script's source, by the name `RedisTaskRegistry` runs it under."""

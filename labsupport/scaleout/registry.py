@@ -215,14 +215,18 @@ class RedisTaskRegistry:
         owner: str,
         runner: str,
         idempotency_key: str | None = None,
+        trigger: str = "manual",
     ) -> tuple[str, bool]:
         """Queue task `task_id`, unless the key's task or a queued task answers instead.
+
+        A key whose task was canceled makes a new task.
 
         Args:
             task_id: The id to give a new task.
             owner: Who holds the new task's lease until a builder claims it.
             runner: `"api"` or `"rq"`: what will build it.
             idempotency_key: The client's key; stored only as a SHA-256 hash.
+            trigger: `"manual"` or `"auto"`: what asked for the rebuild.
 
         Returns:
             The task's id and whether it is new (only a new task needs a build).
@@ -245,6 +249,7 @@ class RedisTaskRegistry:
                 "1" if idempotency_key else "",
                 ms(self.idempotency_ttl),
                 ms(self.lease_ttl),
+                trigger,
             ],
         )
         return found.decode(), bool(created)
@@ -332,6 +337,25 @@ class RedisTaskRegistry:
         args = [task_id, status.value, error, repr(self._clock()), ms(self.task_ttl), owner]
         return bool(self._run("settle", keys, args))
 
+    def cancel(self, task_id: str) -> str:
+        """Cancel a queued or running task, whoever builds it; return its status before.
+
+        The builder notices at its next progress report or heartbeat (its
+        lease is gone) and publishes nothing.
+
+        Returns:
+            `"queued"` or `"running"` when the task is now `canceled`; its
+            final status when it had one already; `"missing"` for no such task.
+        """
+        keys = [
+            self._task_key(task_id),
+            self._lease_key(task_id),
+            self._key("building"),
+            self._key("queued"),
+        ]
+        before = self._run("cancel", keys, [task_id, repr(self._clock()), ms(self.task_ttl)])
+        return str(_text(before))
+
     def reap(self, task_id: str, *, job_state: _JobState | None = None) -> bool:
         """Settle an unfinished task that nobody is working on any more.
 
@@ -398,4 +422,5 @@ def _task_from_hash(data: dict[Any, Any]) -> Task | None:
         progress=float(fields.get("progress") or 0.0),
         error=fields.get("error") or None,
         model_version=int(fields["model_version"]) if fields.get("model_version") else None,
+        trigger=fields.get("trigger") or "manual",
     )

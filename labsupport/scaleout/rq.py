@@ -41,6 +41,7 @@ All times are in seconds.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -111,6 +112,21 @@ class RQJobQueue:
             failure_ttl=7 * 24 * 3600,
             description=f"rebuild {task_id}",
         )
+
+    def stop(self, task_id: str) -> None:
+        """Stop the task's job: a waiting job leaves the queue, a running one its worker ends."""
+        from rq.command import send_stop_job_command
+        from rq.exceptions import InvalidJobOperation, NoSuchJobError
+        from rq.job import Job
+
+        connection, serializer = self.queue.connection, self.queue.serializer
+        try:
+            send_stop_job_command(connection, task_id, serializer=serializer)
+        except InvalidJobOperation:  # not executing: still waiting in the queue
+            with contextlib.suppress(NoSuchJobError, InvalidJobOperation):
+                Job.fetch(task_id, connection=connection, serializer=serializer).cancel()
+        except NoSuchJobError:
+            pass  # the job is gone already
 
     def job_state(self, task_id: str, grace: float) -> str | None:
         """Return `None` while the task's job may still run, else why it never will.

@@ -45,7 +45,7 @@ from labsupport.scaleout.builder import Heartbeat, run_build
 from labsupport.scaleout.registry import RedisTaskRegistry
 from labsupport.store import Store
 from labsupport.tasks.base import RebuildServiceBase, RebuildServiceProtocol
-from labsupport.tasks.states import Builder, Task, TaskStatus
+from labsupport.tasks.states import Builder, Task, TaskFinishedError, TaskStatus
 
 __all__ = ["RedisRebuildService"]
 
@@ -57,6 +57,9 @@ class _JobQueue(Protocol):
 
     def enqueue(self, task_id: str, settings: Mapping[str, Any]) -> None:
         """Queue a job that builds `task_id` with these settings."""
+
+    def stop(self, task_id: str) -> None:
+        """Take `task_id`'s job out of the queue, or end it where it runs."""
 
     def job_state(self, task_id: str, grace: float) -> str | None:
         """Return `None` while the task's job may still run, else why it never will."""
@@ -221,13 +224,15 @@ class RedisRebuildService(RebuildServiceBase):
 
     # -- asking for a rebuild ------------------------------------------------
 
-    def request(self, idempotency_key: str | None = None) -> tuple[Task, bool]:
+    def request(
+        self, idempotency_key: str | None = None, *, trigger: str = "manual"
+    ) -> tuple[Task, bool]:
         """Ask for a rebuild; return the task that will do it and whether it is new.
 
         The rules of `RebuildService.request`, kept across processes: a
-        key seen within the TTL returns its task; otherwise a queued task is
-        joined; otherwise a new task is queued. Only a new task needs
-        `start`.
+        key seen within the TTL returns its task (unless it was canceled);
+        otherwise a queued task is joined; otherwise a new task is queued,
+        marked with its `trigger`. Only a new task needs `start`.
 
         Raises:
             ServiceClosedError: this process is shutting down.
@@ -241,6 +246,7 @@ class RedisRebuildService(RebuildServiceBase):
             owner=self.owner,
             runner="rq" if self.queue else "api",
             idempotency_key=idempotency_key,
+            trigger=trigger,
         )
         if created and self.queue is None:
             with self._changed:
@@ -263,6 +269,32 @@ class RedisRebuildService(RebuildServiceBase):
             and not self._reap(waiting)
             and (self.registry.get(waiting) is not None)
         )
+
+    def cancel(self, task_id: str) -> Task:
+        """Cancel a queued or running rebuild, in whichever process builds it; return it.
+
+        The task reads `canceled` at once, for every process. Its builder
+        stops: an RQ job leaves the queue or its worker ends it; a build in
+        an API process stops at its next progress report (a build in that
+        process's build process is ended at once when it runs here).
+        Nothing is published, so the serving model stays as it was.
+
+        Raises:
+            KeyError: no task has this id.
+            TaskFinishedError: the task is already in a final state.
+        """
+        before = self.registry.cancel(task_id)
+        task = self.registry.get(task_id)
+        if before == "missing" or task is None:
+            raise KeyError(task_id)
+        if before not in ("queued", "running"):
+            raise TaskFinishedError(task)
+        if self.queue is not None:
+            self.queue.stop(task_id)
+        elif before == "running" and task_id in self._my_tasks():
+            self._stop_build()
+        logger.info("rebuild %s canceled", task_id)
+        return task
 
     def start(self, task_id: str) -> threading.Thread | None:
         """Start a new task's build and return at once.

@@ -63,8 +63,16 @@ class RebuildServiceProtocol(Protocol):
     def ratings_since_build(self) -> int:
         """How many ratings arrived since the serving model was built."""
 
-    def request(self, idempotency_key: str | None = None) -> tuple[Task, bool]:
+    def staleness_seconds(self) -> float | None:
+        """The age of the oldest rating the serving model has not seen (`None`: none)."""
+
+    def request(
+        self, idempotency_key: str | None = None, *, trigger: str = "manual"
+    ) -> tuple[Task, bool]:
         """Queue a rebuild or join the one queued; return it and whether it is new."""
+
+    def cancel(self, task_id: str) -> Task:
+        """Cancel a queued or running rebuild; return it, now `canceled`."""
 
     def reuses(self, idempotency_key: str | None = None) -> bool:
         """Whether `request` with this key would return an existing task."""
@@ -160,6 +168,15 @@ class RebuildServiceBase(abc.ABC):
         """Return how many rating writes happened since the serving model's build."""
         return max(0, self.store.ratings_version() - self._model_ratings_version)
 
+    def staleness_seconds(self) -> float | None:
+        """Return the age of the oldest rating the serving model has not seen, in seconds.
+
+        `None` when the model has seen every rating (or there are none).
+        Before the first build every rating is unseen.
+        """
+        written = self.store.oldest_unseen_write(self._model_ratings_version)
+        return None if written is None else max(0.0, time.time() - written)
+
     @abc.abstractmethod
     def get(self, task_id: str) -> Task | None:
         """Return the latest snapshot of a task, or `None` if unknown."""
@@ -171,8 +188,19 @@ class RebuildServiceBase(abc.ABC):
     # -- asking for a rebuild ----------------------------------------------
 
     @abc.abstractmethod
-    def request(self, idempotency_key: str | None = None) -> tuple[Task, bool]:
+    def request(
+        self, idempotency_key: str | None = None, *, trigger: str = "manual"
+    ) -> tuple[Task, bool]:
         """Ask for a rebuild; return the task that will do it and whether it is new."""
+
+    @abc.abstractmethod
+    def cancel(self, task_id: str) -> Task:
+        """Cancel a queued or running rebuild; return it, now `canceled`.
+
+        Raises:
+            KeyError: no task has this id.
+            TaskFinishedError: the task is already in a final state.
+        """
 
     @abc.abstractmethod
     def wait(self, task_id: str, timeout: float | None = None) -> Task:
@@ -259,6 +287,11 @@ class RebuildServiceBase(abc.ABC):
             )
         self._release()
         return interrupted
+
+    def _stop_build(self) -> None:
+        """End the build running in the build process, if one is (its task was canceled)."""
+        if self._build_process is not None:
+            self._build_process.cancel()
 
     def _release(self) -> None:
         """Free what the service holds, last step of `shutdown`: here, the build process."""

@@ -242,6 +242,7 @@ class BuildProcess:
         self._lock = threading.Lock()  # one build at a time through the pipe
         self._proc: Any = None
         self._conn: Connection | None = None
+        self._building = False  # a build is in the child now (what `cancel` ends)
 
     @property
     def pid(self) -> int | None:
@@ -292,6 +293,7 @@ class BuildProcess:
             with self._lock:
                 conn = self._ensure_started()
                 try:
+                    self._building = True
                     conn.send((shm.name, n, version, options))
                     return self._receive(conn, progress)
                 except (EOFError, OSError):
@@ -299,6 +301,8 @@ class BuildProcess:
                     self._stop_child()
                     msg = f"the build process died (exit code {code}) before finishing"
                     raise RuntimeError(msg) from None
+                finally:
+                    self._building = False
         finally:
             shm.close()
             shm.unlink()
@@ -313,6 +317,18 @@ class BuildProcess:
                 return _unpack(*value)
             elif kind == "error":
                 raise RuntimeError(value)
+
+    def cancel(self) -> bool:
+        """End the child in the middle of a build; return whether a build was running.
+
+        The build in progress raises `RuntimeError` at once, and the next one
+        starts a new child. An idle child is left alone.
+        """
+        proc = self._proc
+        if not self._building or proc is None or not proc.is_alive():
+            return False
+        proc.kill()
+        return True
 
     def close(self, timeout: float = 2.0) -> None:
         """Ask the child to stop; kill it if it is still busy after `timeout` seconds."""

@@ -2,7 +2,8 @@
 
 A rebuild moves through `queued -> running -> complete | failed`; a task that
 was queued or running when the service shut down (or crashed) becomes
-`interrupted`. Final states never change again.
+`interrupted`, and one a client canceled becomes `canceled`. Final states
+never change again.
 
 Three rules keep readers safe while a rebuild runs:
 
@@ -35,7 +36,7 @@ from labsupport.recommender import Model
 from labsupport.store import Store
 from labsupport.tasks.base import RebuildServiceBase, RebuildServiceProtocol, build_steps
 from labsupport.tasks.executors import uses_build_process
-from labsupport.tasks.states import Builder, Task, TaskStatus
+from labsupport.tasks.states import Builder, Task, TaskFinishedError, TaskStatus
 
 __all__ = ["RebuildService"]
 
@@ -121,13 +122,17 @@ class RebuildService(RebuildServiceBase):
 
     # -- asking for a rebuild --------------------------------------------
 
-    def request(self, idempotency_key: str | None = None) -> tuple[Task, bool]:
+    def request(
+        self, idempotency_key: str | None = None, *, trigger: str = "manual"
+    ) -> tuple[Task, bool]:
         """Ask for a rebuild; return the task that will do it and whether it is new.
 
         A key seen within `idempotency_ttl` returns the task it created,
-        whatever that task's state. Without a key (or with a new one), a task
-        that is still queued is returned instead of stacking a second one.
-        Only a new task (`True`) needs `start` to be called.
+        whatever that task's state, except `canceled`: a key whose task was
+        canceled starts a new rebuild. Without a key (or with a new one), a
+        task that is still queued is returned instead of stacking a second
+        one, whoever asked (`trigger`: `"manual"` for a client, `"auto"` for
+        the automatic refresh). Only a new task (`True`) needs `start`.
 
         Raises:
             ServiceClosedError: shutdown has begun; ask again after a restart.
@@ -137,7 +142,8 @@ class RebuildService(RebuildServiceBase):
             now = self._clock()
             if idempotency_key is not None:
                 known = self._keys.get(idempotency_key)
-                if known is not None and now - known[1] < self.idempotency_ttl:
+                if self._replays(known, now):
+                    assert known is not None  # for mypy: _replays checked it
                     return self._tasks[known[0]], False
             waiting = next((t for t in self._tasks.values() if t.status is TaskStatus.QUEUED), None)
             if waiting is not None:
@@ -147,7 +153,13 @@ class RebuildService(RebuildServiceBase):
                     joined = (*waiting.joined_keys, (idempotency_key, now))
                     waiting = self._update(waiting, joined_keys=joined)
                 return waiting, False
-            task = Task(self._new_id(), TaskStatus.QUEUED, now, idempotency_key=idempotency_key)
+            task = Task(
+                self._new_id(),
+                TaskStatus.QUEUED,
+                now,
+                idempotency_key=idempotency_key,
+                trigger=trigger,
+            )
             if idempotency_key is not None:
                 self._keys[idempotency_key] = (task.task_id, now)
             self._save(task)
@@ -161,11 +173,40 @@ class RebuildService(RebuildServiceBase):
         no build, so a rate limit need not count them.
         """
         with self._changed:
-            if idempotency_key is not None:
-                known = self._keys.get(idempotency_key)
-                if known is not None and self._clock() - known[1] < self.idempotency_ttl:
-                    return True
+            if idempotency_key is not None and self._replays(
+                self._keys.get(idempotency_key), self._clock()
+            ):
+                return True
             return any(t.status is TaskStatus.QUEUED for t in self._tasks.values())
+
+    def cancel(self, task_id: str) -> Task:
+        """Cancel a queued or running rebuild; return it, now `canceled`.
+
+        Either way the task reads `canceled` at once and the serving model
+        stays as it was. A running build is also stopped: in the build
+        process, by ending that process (the next build starts a new one); in
+        a thread, at its next step (a thread cannot be killed), its result
+        thrown away.
+
+        Raises:
+            KeyError: no task has this id.
+            TaskFinishedError: the task is already in a final state.
+        """
+        with self._changed:
+            task = self._tasks[task_id]
+            if task.done:
+                raise TaskFinishedError(task)
+            was_running = task.status is TaskStatus.RUNNING
+            canceled = self._update(
+                task,
+                status=TaskStatus.CANCELED,
+                finished_at=self._clock(),
+                error="canceled by a client",
+            )
+        if was_running:
+            self._stop_build()
+        self._logger.info("rebuild %s canceled", task_id)
+        return canceled
 
     def start(self, task_id: str) -> threading.Thread:
         """Start a queued task's build on a build thread and return at once.
@@ -192,6 +233,14 @@ class RebuildService(RebuildServiceBase):
             return self._tasks[task_id]
 
     # -- internals -----------------------------------------------------------
+
+    def _replays(self, known: tuple[str, float] | None, now: float) -> bool:
+        """Whether a key bound to `known` (task id, first used) still returns that task."""
+        return (
+            known is not None
+            and now - known[1] < self.idempotency_ttl
+            and self._tasks[known[0]].status is not TaskStatus.CANCELED
+        )
 
     def _idle(self) -> bool:
         return all(t.status is not TaskStatus.RUNNING for t in self._tasks.values())
@@ -225,7 +274,8 @@ class RebuildService(RebuildServiceBase):
                     stopped=lambda: self._tasks[task_id].done,
                 )
             except Exception as exc:  # any build failure is reported, not raised
-                self._logger.exception("rebuild %s failed", task_id)
+                if not self._tasks[task_id].done:  # not canceled meanwhile (the build ended)
+                    self._logger.exception("rebuild %s failed", task_id)
                 self._finish(task_id, error=f"{type(exc).__name__}: {exc}")
                 return
             if built is not None:  # None: interrupted during the delay, nothing built

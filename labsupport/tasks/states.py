@@ -2,7 +2,8 @@
 
 A rebuild moves through `queued -> running -> complete | failed`; a task that
 was queued or running when its service shut down (or crashed) becomes
-`interrupted`. Final states never change again.
+`interrupted`, and one a client stopped (`DELETE`) becomes `canceled`. Final
+states never change again.
 
 Every change makes a new `Task`: a reader holds one snapshot and can never
 see a status and a timestamp from two different moments. `Task.to_dict` is
@@ -25,9 +26,11 @@ from labsupport.recommender import Model
 
 __all__ = [
     "FINAL_STATES",
+    "TRIGGERS",
     "Builder",
     "ServiceClosedError",
     "Task",
+    "TaskFinishedError",
     "TaskStatus",
     "counter_ids",
 ]
@@ -41,12 +44,18 @@ class TaskStatus(str, enum.Enum):
     COMPLETE = "complete"
     FAILED = "failed"
     INTERRUPTED = "interrupted"
+    CANCELED = "canceled"
 
     def __str__(self) -> str:
         return self.value
 
 
-FINAL_STATES = frozenset({TaskStatus.COMPLETE, TaskStatus.FAILED, TaskStatus.INTERRUPTED})
+FINAL_STATES = frozenset(
+    {TaskStatus.COMPLETE, TaskStatus.FAILED, TaskStatus.INTERRUPTED, TaskStatus.CANCELED}
+)
+
+TRIGGERS = ("manual", "auto")
+"""What started a task: a client's `POST` (`manual`) or the automatic refresh (`auto`)."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,7 @@ class Task:
     model_version: int | None = None
     # Keys that joined this task while it was queued, each with when it was first used.
     joined_keys: tuple[tuple[str, float], ...] = ()
+    trigger: str = "manual"  # one of TRIGGERS
 
     @property
     def done(self) -> bool:
@@ -109,6 +119,21 @@ class Builder(Protocol):
 
 class ServiceClosedError(RuntimeError):
     """Raised by a rebuild service's `request` once its shutdown has begun."""
+
+
+class TaskFinishedError(RuntimeError):
+    """Raised by `cancel` for a task already in a final state (it cannot change any more).
+
+    Attributes:
+        task: The task, as it ended.
+    """
+
+    def __init__(self, task: Task) -> None:
+        super().__init__(
+            f"rebuild {task.task_id} is already {task.status}: only a queued or running "
+            "rebuild can be canceled"
+        )
+        self.task = task
 
 
 def counter_ids(prefix: str = "task-") -> Callable[[], str]:

@@ -32,6 +32,7 @@ STATUS_COLOURS = {
     "complete": "#009E73",
     "failed": "#D55E00",
     "interrupted": "#CC79A7",
+    "canceled": "#999999",
 }
 """One colour per task status, used by every timeline."""
 

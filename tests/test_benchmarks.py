@@ -265,6 +265,18 @@ def test_tables_have_the_documented_columns(results: dict[str, Any]) -> None:
     ]
     assert "p99_x_idle" in figs.latency_table(results).columns
     assert "precision@10" in figs.quality_table(results).columns
+    cold = figs.cold_start_table(results)
+    assert cold.index[-1].startswith("damped mean (10 pseudo-ratings")  # the former chart last
+    shipped = next(name for name in cold.index if name.startswith("model.popular"))
+    assert (cold.loc[shipped] >= cold.loc["most rated"] - 1e-9).all()
+
+
+@pytest.mark.usefixtures("close_figures")
+def test_the_fold_in_drift_figure_has_a_panel_per_data_set(results: dict[str, Any]) -> None:
+    fig = figs.fold_in_drift_figure(results)
+    datasets = {r["dataset"] for r in results["sections"]["quality"]["fold_in_drift"]}
+    assert sorted(ax.get_title() for ax in fig.axes) == sorted(datasets)
+    assert all(len(ax.get_lines()) == 3 for ax in fig.axes)
 
 
 def test_load_results_explains_a_missing_file(tmp_path: Path) -> None:

@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "build_table",
+    "cold_start_table",
     "find_results",
+    "fold_in_drift_figure",
     "latency_figure",
     "latency_table",
     "load_results",
@@ -298,3 +300,38 @@ def quality_table(results: Mapping[str, Any]) -> pd.DataFrame:
         for r in _section(results, "quality")["rows"]
     ]
     return pd.DataFrame(rows)
+
+
+def cold_start_table(results: Mapping[str, Any]) -> pd.DataFrame:
+    """Return the cold-start candidates' nDCG@10 on new users, per data set and split."""
+    import pandas as pd
+
+    rows = pd.DataFrame(_section(results, "quality").get("cold_start", []))
+    table = rows.pivot_table(index="candidate", columns=["dataset", "split"], values="ndcg")
+    return table.round(3).sort_values(table.columns[0], ascending=False)
+
+
+def fold_in_drift_figure(results: Mapping[str, Any]) -> Figure:
+    """nDCG@10 of the stale model, with fold-in, and rebuilt, as ratings arrive after a build."""
+    import matplotlib.pyplot as plt
+
+    rows = _section(results, "quality").get("fold_in_drift", [])
+    datasets = sorted({r["dataset"] for r in rows})
+    fig, axes = plt.subplots(1, len(datasets), figsize=(10, 3.8), sharey=True, squeeze=False)
+    lines = (
+        ("stale_ndcg", "the model from before", PALETTE[3], "-o"),
+        ("fold_in_ndcg", "the same model, with fold-in", PALETTE[0], "-s"),
+        ("rebuild_ndcg", "a full rebuild", PALETTE[2], "--^"),
+    )
+    for ax, name in zip(axes[0], datasets, strict=True):
+        mine = sorted((r for r in rows if r["dataset"] == name), key=lambda r: r["new_share"])
+        shares = [100 * r["new_share"] for r in mine]
+        for key, label, colour, style in lines:
+            ax.plot(shares, [r[key] for r in mine], style, color=colour, label=label)
+        ax.set_title(name)
+        ax.set_xlabel("% of ratings newer than the model")
+    axes[0][0].set_ylabel("nDCG@10 on later ratings")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return fig

@@ -90,8 +90,8 @@ def _check_polled(
     result: Any,
     error: BaseException | None,
     times: list[float],
-) -> str:
-    """Name what went wrong with `wait_for_rebuild`'s run, or return its final status."""
+) -> None:
+    """Name what went wrong with `wait_for_rebuild`'s run (raise `CheckFailed`)."""
     call = "wait_for_rebuild(client, task_id)"
     gets = len(times)
     require(
@@ -136,7 +136,6 @@ def _check_polled(
         f"{call} asked again {pause * 1000:.0f} ms after a 'queued' or 'running' answer: sleep "
         "between polls (time.sleep(0.2), or the Retry-After the status endpoint sends)",
     )
-    return str(status)
 
 
 def check_polling(app_dir: str | Path = "app") -> None:

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from labsupport.api import create_app
-from labsupport.api.metrics import OTHER_METHOD, UNMATCHED, _staleness
+from labsupport.api.metrics import OTHER_METHOD, UNMATCHED
 from labsupport.recommender import Model, build_model
 from labsupport.server import serve_in_thread
 from labsupport.store import MemoryStore
@@ -241,20 +241,6 @@ def test_a_new_rating_makes_the_model_stale_until_the_next_build(client: TestCli
     assert value(stale, "labsupport_ratings_since_build") == 1
     service.rebuild_now(timeout=10)
     assert value(scrape(client), "labsupport_model_staleness_seconds") == 0
-
-
-class StaleService:
-    staleness_seconds: Any = None
-
-
-@pytest.mark.parametrize(
-    ("given", "shown"), [(None, 0.0), (12.5, 12.5), (lambda: 3.0, 3.0), (lambda: None, 0.0)]
-)
-def test_staleness_is_an_attribute_or_a_method_and_none_is_zero(given: Any, shown: float) -> None:
-    service = StaleService()
-    service.staleness_seconds = given
-    assert _staleness(service) == shown  # type: ignore[arg-type]
-    assert _staleness(object()) == 0.0  # type: ignore[arg-type]  # a service without it
 
 
 # -- over real HTTP -------------------------------------------------------------------

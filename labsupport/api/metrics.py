@@ -50,7 +50,6 @@ import bisect
 import collections
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import PlainTextResponse
@@ -66,13 +65,12 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from labsupport.api.schemas import error_responses
-from labsupport.tasks import FINAL_STATES, RebuildServiceProtocol, Task, TaskStatus
+from labsupport.tasks import FINAL_STATES, TRIGGERS, RebuildServiceProtocol, Task, TaskStatus
 
 __all__ = [
     "CONTENT_TYPE",
     "DURATION_BUCKETS",
     "OTHER_METHOD",
-    "TRIGGERS",
     "UNMATCHED",
     "install_metrics",
     "router",
@@ -82,8 +80,6 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """The media type of the Prometheus text format that `generate_latest` writes."""
 DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 """Upper bounds of the build-time histogram, in seconds (a class's ratings to ML-25M)."""
-TRIGGERS = ("auto", "manual")
-"""What can start a rebuild: a client's POST (`manual`) or automatic refresh."""
 UNMATCHED = "<unmatched>"
 """The `route` label of a request no route matches (a 404 for an unknown path)."""
 OTHER_METHOD = "<other>"
@@ -183,7 +179,7 @@ class _Builds:
             self._counted = set(final)
 
     def _add(self, task: Task) -> None:
-        self.outcomes[(str(getattr(task, "trigger", "manual")), str(task.status))] += 1
+        self.outcomes[(task.trigger, str(task.status))] += 1
         if task.status is TaskStatus.COMPLETE and task.started_at and task.finished_at:
             duration = max(0.0, task.finished_at - task.started_at)
             self.buckets[bisect.bisect_left(DURATION_BUCKETS, duration)] += 1
@@ -246,11 +242,9 @@ class _ServiceCollector:
 
 
 def _staleness(service: RebuildServiceProtocol) -> float:
-    """The service's `staleness_seconds` (a property or a method), 0 when absent or `None`."""
-    value: Any = getattr(service, "staleness_seconds", None)
-    if callable(value):
-        value = value()
-    return float(value) if value is not None else 0.0
+    """The service's `staleness_seconds()`, 0 when the model has seen every rating."""
+    value = service.staleness_seconds()
+    return 0.0 if value is None else value
 
 
 def install_metrics(app: FastAPI) -> CollectorRegistry:

@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 UV     := $(shell command -v uv 2>/dev/null)
-EXTRAS := lab,redis,test,dev
+EXTRAS := lab,redis,postgres,test,dev
 PORT   ?= 8888
 
 .PHONY: setup lab test notebooks bench serve lint clean

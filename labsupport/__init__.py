@@ -3,7 +3,8 @@
 This package is the service a student reads; each module has one job:
 
 - `data`: the built-in catalogue, synthetic ratings with a known truth, MovieLens loaders.
-- `store`: where movies, ratings and task records live (`MemoryStore`, `SQLiteStore`).
+- `store`: where movies, ratings and task records live (`MemoryStore`, `SQLiteStore`,
+  `PostgresStore`).
 - `recommender`: the truncated-SVD model, its top-k lists and evaluation metrics.
 - `tasks`: rebuild tasks (`queued -> running -> complete`) and the service that runs them.
 - `api`: the FastAPI app (`create_app`), one router per resource.

@@ -12,6 +12,12 @@ Examples:
     python -m labsupport serve --redis redis://127.0.0.1:6379/0 --queue rq --port 8002
     python -m labsupport worker --redis redis://127.0.0.1:6379/0 --db labsupport.db
 
+    # the same on several machines: ratings and tasks in PostgreSQL, no shared file
+    python -m labsupport serve --db postgresql://movies@db-host:5432/movies \
+        --redis redis://redis-host:6379/0 --queue rq --host 0.0.0.0
+    python -m labsupport worker --db postgresql://movies@db-host:5432/movies \
+        --redis redis://redis-host:6379/0
+
 The Redis options and the `worker` command come from a plugin: every entry
 point of the group `labsupport.cli` (this package's `pyproject.toml`
 registers `labsupport.scaleout.cli:plugin`) may add options to `serve`, add
@@ -80,10 +86,19 @@ def _load_plugins() -> tuple[list[_CliPlugin], list[str]]:
 
 def _serve(args: argparse.Namespace, *, plugins: Sequence[_CliPlugin]) -> int:
     from labsupport.api import create_app
-    from labsupport.store import SQLiteStore, demo_store
+    from labsupport.errors import LabError
+    from labsupport.store import demo_store, is_database_url, open_store
 
     _warn_if_exposed(args.host)
-    store = SQLiteStore(args.db)
+    try:
+        store = open_store(args.db)
+    except LabError as exc:  # no server at the URL, or the postgres extra is missing
+        raise SystemExit(f"error: {exc}") from None
+    where = args.db
+    if is_database_url(args.db):
+        from labsupport.store.postgres import describe_url
+
+        where = describe_url(args.db)  # never the password
     if args.demo and store.count_movies() == 0:
         demo_store(store, seed=args.seed)
     shared, queued = _shared_service(args, store, plugins)
@@ -107,7 +122,7 @@ def _serve(args: argparse.Namespace, *, plugins: Sequence[_CliPlugin]) -> int:
         else:
             service.rebuild_now()  # start serving with a model, built before the first request
     print(
-        f"Movie API on http://{args.host}:{args.port}  (docs: /docs, store: {args.db}, "
+        f"Movie API on http://{args.host}:{args.port}  (docs: /docs, store: {where}, "
         f"{store.count_movies()} movies, {store.count_ratings()} ratings)",
         flush=True,
     )
@@ -226,7 +241,12 @@ def _add_serve(
     serve = commands.add_parser("serve", help="run the movie API with uvicorn")
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    serve.add_argument("--db", default="labsupport.db", help="SQLite file (default labsupport.db)")
+    serve.add_argument(
+        "--db",
+        default="labsupport.db",
+        help="SQLite file, or a postgresql://user@host:port/db URL (the postgres extra) that "
+        "API processes on other machines share (default labsupport.db)",
+    )
     serve.add_argument(
         "--demo", action="store_true", help="load the built-in catalogue and ratings"
     )

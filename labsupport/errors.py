@@ -22,6 +22,8 @@ its built-in base (a test keeps this tree complete):
     │   ├── RedisUnavailableError(ConnectionError) labsupport.scaleout.cache
     │   ├── MissingRedisError(ImportError)         labsupport.scaleout.registry
     │   ├── MissingDatabaseError(FileNotFoundError)    labsupport.scaleout.rq
+    │   ├── StoreUnavailableError(ConnectionError) labsupport.store
+    │   ├── MissingPostgresError(ImportError)      labsupport.store
     │   ├── NotDefinedYetError(NameError)          labsupport.classroom.need
     │   ├── CheckFailed(AssertionError)            labsupport.classroom.checks
     │   └── Unsolved                               labsupport.classroom.checks
@@ -39,6 +41,9 @@ What each means:
 - `RedisUnavailableError`: no Redis answers at the URL.
 - `MissingRedisError`: the `redis` extra is not installed.
 - `MissingDatabaseError`: the RQ worker's SQLite file is missing.
+- `StoreUnavailableError`: the database server (PostgreSQL) is out of reach;
+  the API answers `503` with `Retry-After` until it is back.
+- `MissingPostgresError`: the `postgres` extra is not installed.
 - `NotDefinedYetError`: a notebook cell was run before the cells it needs.
 - `CheckFailed`: an exercise answer is not right yet; the message is the hint.
 - `Unsolved`: a student-edition exercise cell still holds its stub (Run All

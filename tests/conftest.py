@@ -1,4 +1,4 @@
-"""Shared fixtures: small stores and apps, a throwaway Redis, and the MovieLens location.
+"""Shared fixtures: small stores and apps, a throwaway Redis and PostgreSQL, and MovieLens.
 
 Also plain helpers for tests that run ``python -m labsupport`` as a real process
 (``from conftest import free_port, serve_command, wait_healthy, stop_process``).
@@ -25,6 +25,12 @@ from fastapi.testclient import TestClient
 from labsupport.api import create_app
 from labsupport.store import MemoryStore
 from labsupport.tasks import counter_ids
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # benchmarks/ sits next to the package but is not installed
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks._postgres import ThrowawayPostgres, why_unavailable  # noqa: E402
 
 MOVIES = [
     ("The Matrix", 1999, "Sci-Fi"),
@@ -85,7 +91,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def serve_command(port: int, db: Path, *extra: str) -> list[str]:
+def serve_command(port: int, db: Path | str, *extra: str) -> list[str]:
     """The command line of ``python -m labsupport serve`` on 127.0.0.1:``port``, quiet logs."""
     return [
         sys.executable,
@@ -226,3 +232,23 @@ def uvicorn_in(folder: Path, target: str = "app.main:app") -> Iterator[str]:
         stop_process(proc)
         if proc.stdout:
             proc.stdout.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[ThrowawayPostgres]:
+    """Start one throwaway PostgreSQL cluster on a free loopback port for the run, or skip.
+
+    Debian's ``postgresql`` package provides the binaries (``.ci/run`` installs
+    it when missing); as root the server runs as the ``postgres`` user.
+    """
+    reason = why_unavailable()
+    if reason is not None:
+        pytest.skip(f"no throwaway PostgreSQL: {reason}")
+    with ThrowawayPostgres() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server: ThrowawayPostgres) -> str:
+    """The URL of a new, empty database in the throwaway cluster, for one test."""
+    return postgres_server.create_database()

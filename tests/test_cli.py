@@ -1,4 +1,8 @@
-"""``python -m labsupport serve`` as a real process, driven as the seed's demo flow."""
+"""``python -m labsupport serve`` as a real process, driven as the seed's demo flow.
+
+The demo flow, the restart and the SIGKILL tests run on both file and server
+stores: a SQLite file, and a database in a throwaway PostgreSQL (see conftest).
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ import httpx
 import pytest
 from conftest import free_port, serve_command, stop_process, wait_healthy
 
-from labsupport.store import SQLiteStore
+from labsupport.store import open_store
 
 
 class Served:
@@ -23,7 +27,7 @@ class Served:
         self.proc, self.url = proc, url
 
 
-def start(db: Path, *extra: str) -> Served:
+def start(db: Path | str, *extra: str) -> Served:
     port = free_port()
     proc = subprocess.Popen(
         serve_command(port, db, *extra), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -40,9 +44,17 @@ def stop(served: Served) -> int:
     return code
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """Where `serve --db` keeps its data: a SQLite file, or an empty PostgreSQL database."""
+    if request.param == "postgres":
+        return str(request.getfixturevalue("postgres_url"))
+    return tmp_path / "served.db"
+
+
 @pytest.fixture
-def demo(tmp_path: Path) -> Iterator[Served]:
-    served = start(tmp_path / "demo.db", "--demo")
+def demo(db: Path | str) -> Iterator[Served]:
+    served = start(db, "--demo")
     yield served
     stop(served)
 
@@ -80,8 +92,7 @@ def test_seed_demo_flow(demo: Served) -> None:
         assert http.get("/recommendations/4242", params={"limit": 3}).json()[0] == 5
 
 
-def test_state_survives_restart_and_sigterm_exits_cleanly(tmp_path: Path) -> None:
-    db = tmp_path / "keep.db"
+def test_state_survives_restart_and_sigterm_exits_cleanly(db: Path | str) -> None:
     first = start(db, "--demo")
     with httpx.Client(base_url=first.url, timeout=5) as http:
         http.post("/movies", json={"title": "Paddington 2", "year": 2017, "genre": "Comedy"})
@@ -180,9 +191,10 @@ def test_sigterm_drains_refuses_new_rebuilds_and_exits_within_grace(
         stop(after)
 
 
-def test_sigkill_mid_rebuild_loses_no_acknowledged_rating(tmp_path: Path) -> None:
-    db = tmp_path / "crash.db"
-    served = start(db, "--demo", "--build-delay", "10")
+def test_sigkill_mid_rebuild_loses_no_acknowledged_rating(db: Path | str) -> None:
+    # the build delay keeps the rebuild surely running when it is killed (and slows the
+    # start-up build as much: keep it short)
+    served = start(db, "--demo", "--build-delay", "3")
     acknowledged = []
     with httpx.Client(base_url=served.url, timeout=5) as http:
         for movie in range(1, 21):
@@ -212,7 +224,7 @@ def test_sigkill_mid_rebuild_loses_no_acknowledged_rating(tmp_path: Path) -> Non
                 time.sleep(0.1)
     finally:
         stop(after)
-    with SQLiteStore(db) as store:
+    with open_store(db) as store:
         stored = {(r["user_id"], r["movie_id"], r["score"]) for r in store.list_ratings()}
     assert set(acknowledged) <= stored
 

@@ -1,4 +1,7 @@
-"""Tests for labsupport.store: every behaviour runs on both backends."""
+"""Tests for labsupport.store: every behaviour runs on every backend.
+
+The PostgreSQL runs use a throwaway server (see conftest) and skip without one.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +18,13 @@ from labsupport._types import Movie, RatingArrays
 from labsupport.store import MemoryStore, SQLiteStore, Store, UnknownMovieError, open_store
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    s: Store = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "t.db")
+    s: Store
+    if request.param == "postgres":
+        s = open_store(request.getfixturevalue("postgres_url"))
+    else:
+        s = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "t.db")
     with s:
         yield s
 

@@ -10,9 +10,9 @@
 - **human-readable errors**: every error answer is JSON with a `detail`
   sentence. A validation error names the field (`year: Input should be a
   valid integer`) and keeps pydantic's list in `errors`; a `405` lists every
-  method the path allows in `Allow`; Redis out of reach is a `503` with
-  `Retry-After`, not a crash; any other exception is logged with its
-  traceback and answered `500` without one.
+  method the path allows in `Allow`; Redis or the database server out of
+  reach is a `503` with `Retry-After`, not a crash; any other exception is
+  logged with its traceback and answered `500` without one.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from labsupport.store import StoreUnavailableError
 
 __all__ = ["MAX_BODY_BYTES", "RETRY_AFTER_SECONDS", "check_failure_rate", "install_guards"]
 
@@ -125,6 +127,7 @@ def install_guards(app: FastAPI, *, failure_rate: float, seed: int) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     for outage in _redis_outages():
         app.add_exception_handler(outage, _redis_outage)
+    app.add_exception_handler(StoreUnavailableError, _store_outage)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _crash)
 
 
@@ -164,6 +167,13 @@ async def _redis_outage(request: Request, exc: Exception) -> JSONResponse:
         503,
         headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
     )
+
+
+async def _store_outage(request: Request, exc: StoreUnavailableError) -> JSONResponse:
+    """A 503 with `Retry-After` and the store's one sentence: the database server is away."""
+    logger.warning("database unreachable on %s %s: %s", request.method, request.url.path, exc)
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    return JSONResponse({"detail": str(exc)}, 503, headers=headers)
 
 
 def _redis_outages() -> tuple[type[Exception], ...]:

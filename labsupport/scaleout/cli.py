@@ -64,7 +64,7 @@ class _ScaleOutPlugin:
         worker.add_argument(
             "--db",
             default="labsupport.db",
-            help="the API servers' SQLite file (default labsupport.db)",
+            help="the API servers' SQLite file, or their postgresql:// URL (default labsupport.db)",
         )
         worker.add_argument(
             "--burst", action="store_true", help="stop when the queue is empty instead of waiting"

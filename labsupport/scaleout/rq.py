@@ -2,8 +2,9 @@
 
 `python -m labsupport serve --redis URL --queue rq` makes the API enqueue each
 new rebuild instead of building it; `python -m labsupport worker --redis URL
---db PATH` runs a worker that builds them. Start as many workers as you like,
-on this machine or (with a shared database) on others.
+--db PATH_OR_URL` runs a worker that builds them. Start as many workers as you
+like: on this machine with the API's SQLite file, or on any machine with a
+`postgresql://` URL, where the worker needs nothing but the two URLs.
 
 Why RQ: it needs nothing but the Redis the API already shares; it runs each
 job in a freshly forked process (the "work horse"), so a build that leaks
@@ -57,7 +58,7 @@ from labsupport.recommender import build_model
 from labsupport.scaleout._redis import connect_redis
 from labsupport.scaleout.builder import Heartbeat, run_build
 from labsupport.scaleout.registry import RedisTaskRegistry
-from labsupport.store import SQLiteStore
+from labsupport.store import is_database_url, open_store
 from labsupport.tasks.states import TaskStatus
 
 if TYPE_CHECKING:
@@ -169,8 +170,8 @@ def run_rebuild(
     """Build and publish the model for one task: the RQ job, run in a work horse.
 
     The arguments come from the API (`RedisRebuildService.job_settings`); the ratings
-    come from the SQLite file named by the `LABSUPPORT_DB` environment
-    variable, which `python -m labsupport worker --db` sets.
+    come from the SQLite file or PostgreSQL URL in the `LABSUPPORT_DB`
+    environment variable, which `python -m labsupport worker --db` sets.
 
     Returns:
         `{"task_id", "status", "model_version"}` (RQ keeps it as the result).
@@ -206,7 +207,7 @@ def run_rebuild(
 
     build = functools.partial(build_model, **dict(build_options or {}))
     with (
-        SQLiteStore(db) as store,
+        open_store(db) as store,
         Heartbeat(registry, owner, lambda: [task_id], on_beat=stop_if_orphaned) as beat,
     ):
         run_build(
@@ -241,24 +242,31 @@ def work(
 
     Args:
         redis_url: The Redis the API servers use.
-        db: The SQLite file the API servers use (it must exist).
+        db: The SQLite file the API servers use (it must exist), or the
+            `postgresql://` URL of their database.
         queue: The RQ queue to take jobs from.
         burst: Stop once the queue is empty, instead of waiting for jobs.
         log_level: RQ's log level.
 
     Raises:
-        MissingDatabaseError: `db` does not exist.
+        MissingDatabaseError: `db` is a file that does not exist.
+        StoreUnavailableError: no PostgreSQL server answers at the `db` URL.
         RedisUnavailableError: nothing answered at `redis_url`.
     """
     from rq import Queue, Worker
     from rq.serializers import JSONSerializer
 
-    path = Path(db)
-    if not path.is_file():
-        msg = f"no database at {path}; pass the --db file the API servers use"
-        raise MissingDatabaseError(msg)
+    if is_database_url(db):
+        open_store(db).close()  # fail now, in one sentence, rather than in every job
+        target = os.fspath(db)
+    else:
+        path = Path(db)
+        if not path.is_file():
+            msg = f"no database at {path}; pass the --db file the API servers use"
+            raise MissingDatabaseError(msg)
+        target = str(path.resolve())
     connection = connect_redis(redis_url, timeout=None)  # the dequeue blocks for minutes
-    os.environ[_DB_ENV] = str(path.resolve())  # read by each job, in its forked work horse
+    os.environ[_DB_ENV] = target  # read by each job, in its forked work horse
     rq_queue = Queue(queue, connection=connection, serializer=JSONSerializer)
     worker = Worker([rq_queue], connection=connection, serializer=JSONSerializer)
     worker.work(burst=burst, logging_level=log_level.upper())

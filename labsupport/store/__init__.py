@@ -1,34 +1,85 @@
-"""Keep movies, ratings and rebuild-task records, in memory or in SQLite.
+"""Keep movies, ratings and rebuild-task records, in memory, in SQLite or in PostgreSQL.
 
 `open_store` picks the backend: `MemoryStore` (`labsupport.store.memory`)
-for `None`, else `SQLiteStore` (`labsupport.store.sqlite`) at a path. Both
-implement `Store` (`labsupport.store.base`), which documents every method
-and the exceptions they raise. `demo_store` fills one with the demo data the
-notebooks share. Every name is re-exported here.
+for `None`, `PostgresStore` (`labsupport.store.postgres`, the `postgres`
+extra) for a `postgresql://` URL, else `SQLiteStore`
+(`labsupport.store.sqlite`) at a path. All implement `Store`
+(`labsupport.store.base`), which documents every method and the exceptions
+they raise. `demo_store` fills one with the demo data the notebooks share.
+Every name is re-exported here; `PostgresStore` is imported on first use, so
+psycopg is only needed by those who use it.
 """
 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from labsupport.data import CATALOGUE, demo_ratings
-from labsupport.store.base import Store, UnknownMovieError
+from labsupport.store.base import (
+    MissingPostgresError,
+    Store,
+    StoreUnavailableError,
+    UnknownMovieError,
+)
 from labsupport.store.memory import MemoryStore
 from labsupport.store.sqlite import SQLiteStore
 
-__all__ = ["MemoryStore", "SQLiteStore", "Store", "UnknownMovieError", "demo_store", "open_store"]
+if TYPE_CHECKING:
+    from labsupport.store.postgres import PostgresStore
+
+__all__ = [
+    "MemoryStore",
+    "MissingPostgresError",
+    "PostgresStore",
+    "SQLiteStore",
+    "Store",
+    "StoreUnavailableError",
+    "UnknownMovieError",
+    "demo_store",
+    "is_database_url",
+    "open_store",
+]
+
+_URL_SCHEMES = ("postgresql://", "postgres://")
 
 
-def open_store(path: str | os.PathLike[str] | None) -> Store:
-    """Open a store: in memory for `None`, else SQLite at `path`.
+def is_database_url(target: str | os.PathLike[str] | None) -> bool:
+    """Whether `target` names a database server (a `postgresql://` URL), not a file."""
+    return isinstance(target, str) and target.startswith(_URL_SCHEMES)
+
+
+def open_store(target: str | os.PathLike[str] | None) -> Store:
+    """Open a store: in memory for `None`, PostgreSQL for a URL, else SQLite at a path.
 
     Args:
-        path: A database file (created if missing), `":memory:"`, or `None`.
+        target: `None`; a `postgresql://user@host:port/db` URL; or a
+            database file (created if missing) or `":memory:"`.
 
     Returns:
-        A `MemoryStore` or a `SQLiteStore`.
+        A `MemoryStore`, a `PostgresStore` or a `SQLiteStore`.
+
+    Raises:
+        MissingPostgresError: a URL was given without the `postgres` extra.
+        StoreUnavailableError: no PostgreSQL server answers at the URL.
     """
-    return MemoryStore() if path is None else SQLiteStore(path)
+    if target is None:
+        return MemoryStore()
+    if is_database_url(target):
+        from labsupport.store.postgres import PostgresStore
+
+        return PostgresStore(os.fspath(target))
+    return SQLiteStore(target)
+
+
+def __getattr__(name: str) -> object:
+    """`PostgresStore`, imported when first asked for (it needs psycopg)."""
+    if name == "PostgresStore":
+        from labsupport.store.postgres import PostgresStore
+
+        return PostgresStore
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
 
 
 def demo_store(store: Store | None = None, *, n_users: int = 40, seed: int = 0) -> Store:

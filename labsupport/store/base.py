@@ -11,6 +11,8 @@ Exceptions a store raises:
 - `ValueError` for a non-finite score, a task without `task_id`, or a
   negative `limit`/`offset`.
 - `TypeError` for a task record that JSON cannot serialise.
+- `StoreUnavailableError` when a database server is out of reach (the API
+  answers `503` with `Retry-After`); an embedded store never raises it.
 
 This module holds the contract both backends follow, `Store`, and the
 checks they share; `labsupport.store.memory` and `labsupport.store.sqlite`
@@ -31,14 +33,23 @@ import numpy as np
 import numpy.typing as npt
 
 from labsupport._types import Movie, RatingArrays
+from labsupport.errors import LabError
 
-__all__ = ["Store", "UnknownMovieError"]
+__all__ = ["MissingPostgresError", "Store", "StoreUnavailableError", "UnknownMovieError"]
 
 _S = TypeVar("_S", bound="Store")
 
 
 class UnknownMovieError(LookupError):
     """A rating named a movie id that is not in the catalogue."""
+
+
+class StoreUnavailableError(LabError, ConnectionError):
+    """The database server did not answer; the same call can succeed once it is back."""
+
+
+class MissingPostgresError(LabError, ImportError):
+    """A `postgresql://` store was asked for without the `postgres` extra installed."""
 
 
 class Store(abc.ABC):
@@ -263,6 +274,41 @@ def _checked_columns(
         )
         raise ValueError(msg)
     return users, movies, scores
+
+
+_MERGE_MAX_SHARE = 0.05
+"""More changed rows than this share of the cached table: a store re-reads it all."""
+
+
+def _merge_sorted(base: RatingArrays, changed: RatingArrays) -> RatingArrays:
+    """Merge `changed` rows into `base`, both sorted by (user, movie); new scores win.
+
+    Rows whose (user, movie) pair is in `base` get their new score; the
+    others are inserted where they keep the order.
+    """
+    users, movies = base.user_ids, base.movie_ids
+    lo = np.searchsorted(users, changed.user_ids, side="left")
+    hi = np.searchsorted(users, changed.user_ids, side="right")
+    # within each user's run, find the movie (runs are short: a Python loop is fine)
+    at = np.array(
+        [
+            start + int(np.searchsorted(movies[start:stop], movie))
+            for start, stop, movie in zip(
+                lo.tolist(), hi.tolist(), changed.movie_ids.tolist(), strict=True
+            )
+        ],
+        dtype=np.intp,
+    )
+    found = at < hi
+    found[found] = movies[at[found]] == changed.movie_ids[found]
+    scores = base.scores.copy()  # the cached columns may be in use by a running build
+    scores[at[found]] = changed.scores[found]
+    new = ~found
+    return RatingArrays(
+        np.insert(users, at[new], changed.user_ids[new]),
+        np.insert(movies, at[new], changed.movie_ids[new]),
+        np.insert(scores, at[new], changed.scores[new]),
+    )
 
 
 def _check_page(limit: int | None, offset: int) -> None:

@@ -23,11 +23,13 @@ import numpy as np
 
 from labsupport._types import Movie, RatingArrays
 from labsupport.store.base import (
+    _MERGE_MAX_SHARE,
     Store,
     UnknownMovieError,
     _check_page,
     _checked_columns,
     _checked_rating,
+    _merge_sorted,
     _row,
     _task_json,
 )
@@ -68,39 +70,7 @@ _SELECT_CHANGED = (
 )
 # one user's rows: a range of the (user_id, movie_id) primary key, already in movie order
 _SELECT_USER = "SELECT user_id, movie_id, score FROM ratings WHERE user_id = ? ORDER BY movie_id"
-_MERGE_MAX_SHARE = 0.05  # more changed rows than this share of the table: re-read it all
 _RATING_DTYPE = np.dtype([("user_id", np.int64), ("movie_id", np.int64), ("score", np.float64)])
-
-
-def _merge_sorted(base: RatingArrays, changed: RatingArrays) -> RatingArrays:
-    """Merge `changed` rows into `base`, both sorted by (user, movie); new scores win.
-
-    Rows whose (user, movie) pair is in `base` get their new score; the
-    others are inserted where they keep the order.
-    """
-    users, movies = base.user_ids, base.movie_ids
-    lo = np.searchsorted(users, changed.user_ids, side="left")
-    hi = np.searchsorted(users, changed.user_ids, side="right")
-    # within each user's run, find the movie (runs are short: a Python loop is fine)
-    at = np.array(
-        [
-            start + int(np.searchsorted(movies[start:stop], movie))
-            for start, stop, movie in zip(
-                lo.tolist(), hi.tolist(), changed.movie_ids.tolist(), strict=True
-            )
-        ],
-        dtype=np.intp,
-    )
-    found = at < hi
-    found[found] = movies[at[found]] == changed.movie_ids[found]
-    scores = base.scores.copy()  # the cached columns may be in use by a running build
-    scores[at[found]] = changed.scores[found]
-    new = ~found
-    return RatingArrays(
-        np.insert(users, at[new], changed.user_ids[new]),
-        np.insert(movies, at[new], changed.movie_ids[new]),
-        np.insert(scores, at[new], changed.scores[new]),
-    )
 
 
 class SQLiteStore(Store):

@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from labsupport.recommender import Model
-from labsupport.store import Store
+from labsupport.store import Store, StoreUnavailableError
 from labsupport.tasks.base import RebuildServiceBase, RebuildServiceProtocol, build_steps
 from labsupport.tasks.executors import uses_build_process
 from labsupport.tasks.states import Builder, Task, TaskFinishedError, TaskStatus
@@ -149,9 +149,9 @@ class RebuildService(RebuildServiceBase):
             if waiting is not None:
                 if idempotency_key is not None:
                     # the binding is saved with the task, so it survives a restart
-                    self._keys[idempotency_key] = (waiting.task_id, now)
                     joined = (*waiting.joined_keys, (idempotency_key, now))
                     waiting = self._update(waiting, joined_keys=joined)
+                    self._keys[idempotency_key] = (waiting.task_id, now)
                 return waiting, False
             task = Task(
                 self._new_id(),
@@ -160,9 +160,9 @@ class RebuildService(RebuildServiceBase):
                 idempotency_key=idempotency_key,
                 trigger=trigger,
             )
+            self._save(task)  # first: a store that is down leaves no half-made task
             if idempotency_key is not None:
                 self._keys[idempotency_key] = (task.task_id, now)
-            self._save(task)
             return task, True
 
     def reuses(self, idempotency_key: str | None = None) -> bool:
@@ -247,7 +247,7 @@ class RebuildService(RebuildServiceBase):
 
     def _interrupt_unfinished(self) -> list[Task]:
         return [
-            self._update(
+            self._record(
                 task,
                 status=TaskStatus.INTERRUPTED,
                 finished_at=self._clock(),
@@ -263,7 +263,7 @@ class RebuildService(RebuildServiceBase):
                 task = self._tasks[task_id]
                 if task.status is not TaskStatus.QUEUED or not self._accepting:
                     return
-                self._update(task, status=TaskStatus.RUNNING, started_at=self._clock())
+                self._record(task, status=TaskStatus.RUNNING, started_at=self._clock())
             try:
                 built = build_steps(
                     self.store,
@@ -304,7 +304,7 @@ class RebuildService(RebuildServiceBase):
                 self._model = model  # the one reference swap readers rely on
                 self._last_version = max(self._last_version, model.version)
                 self._model_ratings_version = ratings_version
-                self._update(
+                self._record(
                     task,
                     status=TaskStatus.COMPLETE,
                     finished_at=self._clock(),
@@ -312,18 +312,42 @@ class RebuildService(RebuildServiceBase):
                     model_version=model.version,
                 )
             else:
-                self._update(task, status=TaskStatus.FAILED, finished_at=self._clock(), error=error)
+                self._record(task, status=TaskStatus.FAILED, finished_at=self._clock(), error=error)
 
     def _update(self, task: Task, **changes: Any) -> Task:
+        """Change a task for a caller: if the store refuses the write, nothing changes."""
         new = dataclasses.replace(task, **changes)
         self._save(new)
         return new
 
     def _save(self, task: Task) -> None:
         with self._changed:
+            self.store.save_task(task.to_dict())  # raises StoreUnavailableError: no trace left
             self._tasks[task.task_id] = task
-            self.store.save_task(task.to_dict())
             self._changed.notify_all()
+
+    def _record(self, task: Task, **changes: Any) -> Task:
+        """Change a task for its build or for shutdown, which no caller waits on.
+
+        The new state holds here even when the database server is out of
+        reach (the build goes on; its task must not stay `running` forever);
+        the store gets the record at the task's next save, and a restart
+        meanwhile finds the task unfinished and reads it `interrupted`.
+        """
+        new = dataclasses.replace(task, **changes)
+        with self._changed:
+            self._tasks[new.task_id] = new
+            self._changed.notify_all()
+            try:
+                self.store.save_task(new.to_dict())
+            except StoreUnavailableError as exc:
+                self._logger.warning(
+                    "rebuild %s is %s, but the store did not record it: %s",
+                    new.task_id,
+                    new.status.value,
+                    exc,
+                )
+        return new
 
     def _restore(self) -> None:
         """Load persisted tasks; anything left unfinished by a dead process is interrupted."""

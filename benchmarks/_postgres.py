@@ -162,7 +162,8 @@ class ThrowawayPostgres:
     def stop(self, mode: str = "fast") -> None:
         """Stop the server (``fast``: end the sessions, then shut down cleanly)."""
         assert self._dir is not None
-        self._run(str(self._bin / "pg_ctl"), "-D", str(self._dir / "data"), "-m", mode, "-w", "stop")
+        data = str(self._dir / "data")
+        self._run(str(self._bin / "pg_ctl"), "-D", data, "-m", mode, "-w", "stop")
 
     def create_database(self, name: str | None = None) -> str:
         """Create an empty database and return its URL (a fresh name by default)."""

@@ -11,7 +11,7 @@ import pytest
 
 from labsupport.recommender import Model, build_model
 from labsupport.scaleout.service import RedisRebuildService
-from labsupport.store import MemoryStore, SQLiteStore
+from labsupport.store import MemoryStore, SQLiteStore, StoreUnavailableError
 from labsupport.tasks import (
     RebuildService,
     RebuildServiceProtocol,
@@ -392,3 +392,62 @@ def test_a_service_instance_provides_the_protocol(store: MemoryStore) -> None:
     conforming: RebuildServiceProtocol = service
     assert conforming.rebuild_now(timeout=10).status is TaskStatus.COMPLETE
     assert conforming.wait(conforming.tasks()[0].task_id, timeout=0).done
+
+
+# --- a database server that goes away (PostgresStore raises StoreUnavailableError) ----------
+
+
+class FlakyStore(MemoryStore):
+    """A memory store whose task writes fail while `down` is set, as a stopped server's would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+
+    def save_task(self, task: Any) -> None:
+        if self.down:
+            raise StoreUnavailableError("the PostgreSQL server is out of reach")
+        super().save_task(task)
+
+
+def flaky_copy(store: MemoryStore) -> FlakyStore:
+    flaky = FlakyStore()
+    flaky.add_movies((m.title, m.year, m.genre) for m in store.list_movies())
+    flaky.add_ratings(store.rating_arrays())
+    return flaky
+
+
+def test_a_request_the_store_refuses_leaves_no_task_and_no_key_behind(store: MemoryStore) -> None:
+    flaky = flaky_copy(store)
+    service = RebuildService(flaky, task_id_factory=counter_ids())
+    flaky.down = True
+    with pytest.raises(StoreUnavailableError):
+        service.request("key-1")
+    assert service.tasks() == [] and not service.reuses("key-1")
+    flaky.down = False
+    task, created = service.request("key-1")  # a new task, not one that never existed
+    assert created and service.get(task.task_id) is not None
+    service.start(task.task_id).join(10)
+    assert service.get(task.task_id).status is TaskStatus.COMPLETE  # type: ignore[union-attr]
+    assert [t["status"] for t in flaky.load_tasks()] == ["complete"]
+
+
+def test_a_build_that_ends_while_the_store_is_away_still_ends(
+    store: MemoryStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    flaky = flaky_copy(store)
+    builder = GatedBuilder()
+    service = RebuildService(flaky, build=builder, task_id_factory=counter_ids())
+    task, _ = service.request()
+    runner = service.start(task.task_id)
+    assert builder.started.wait(5)
+    flaky.down = True
+    builder.gate.set()
+    runner.join(10)
+    done = service.get(task.task_id)
+    assert done is not None and done.status is TaskStatus.COMPLETE  # never stuck on running
+    assert service.model is not None and service.model.version == 1
+    assert "the store did not record it" in caplog.text
+    flaky.down = False  # the store kept "running": a restart reads it interrupted
+    restarted = RebuildService(flaky, task_id_factory=counter_ids())
+    assert restarted.get(task.task_id).status is TaskStatus.INTERRUPTED  # type: ignore[union-attr]

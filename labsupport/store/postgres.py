@@ -188,7 +188,7 @@ class PostgresStore(Store):
         StoreUnavailableError: No server answers at `url`.
     """
 
-    def __init__(self, url: str, *, max_size: int = 8, timeout: float = 3.0) -> None:
+    def __init__(self, url: str, *, max_size: int = 8, timeout: float = 2.0) -> None:
         self.url = url
         self._where = describe_url(url)
         self._timeout = timeout

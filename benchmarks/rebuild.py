@@ -18,7 +18,10 @@ build). Designs:
 Small shapes are built three times in their process and reported by the
 median (the first build pays one-off costs such as loading ARPACK); the
 ``seed`` design, which takes seconds, once.
-The ``store`` row times the path from a SQLite file to a model at ml-1m.
+The ``store`` row times the path from a SQLite file to a model at ml-1m;
+``store_postgres`` the same from a fresh database in a throwaway PostgreSQL
+cluster (:mod:`benchmarks._postgres`), or records why none could be started
+here (``{"skipped": reason}``: not a failure, its target is left unjudged).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks._common import Column, fmt, median, run_json_child
+from benchmarks._postgres import why_unavailable
 from labsupport.data import SHAPES
 
 __all__ = ["COLUMNS", "DEFAULTS", "run"]
@@ -35,6 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "seed_shapes": ["ml-100k", "ml-1m"],
     "one_blas_shapes": ["ml-100k", "ml-1m", "ml-10m"],
     "store_shape": "ml-1m",
+    "store_backends": ["sqlite", "postgres"],  # results keys "store" and "store_postgres"
     "repeats_up_to": 1_100_000,  # shapes with at most this many ratings are built 3 times
     "timeout": 900.0,
 }
@@ -47,6 +52,8 @@ NOTES = [
     "peak RSS is the whole build process (interpreter, libraries, the ratings and the build); "
     "VmHWM is reset after the synthetic ratings are made",
     "'seed / this' is the seed design's build time divided by this row's, at the same shape",
+    "the PostgreSQL store row uses a throwaway local cluster (benchmarks/_postgres.py: "
+    "loopback TCP, fsync off), stopped before the build",
 ]
 
 COLUMNS: list[Column] = [
@@ -124,23 +131,62 @@ def run(settings: dict[str, Any] | None = None) -> dict[str, Any]:
         seed = by.get((row["shape"], "seed"))
         if seed and seed.get("seconds") and row.get("seconds") and row["design"] != "seed":
             row["vs_seed"] = round(seed["seconds"] / row["seconds"], 1)
-    store: dict[str, Any] = {}
+    stores: dict[str, dict[str, Any]] = {}
     if cfg["store_shape"]:
-        store = run_json_child(
-            ["benchmarks._child", cfg["store_shape"], "store"], timeout=cfg["timeout"]
-        )
-        print(f"  store path {cfg['store_shape']}: {store}", flush=True)
+        for backend in cfg["store_backends"]:
+            stores[backend] = _measure_store(cfg["store_shape"], backend, cfg)
     return {
         "title": "Rebuild cost against scale (fresh process per build)",
         "settings": cfg,
         "rows": rows,
-        "store": store,
-        "targets": _targets(by, store),
+        "store": stores.get("sqlite", {}),
+        "store_postgres": stores.get("postgres", {}),
+        "targets": _targets(by, stores.get("sqlite", {}), stores.get("postgres", {})),
         "notes": NOTES,
     }
 
 
-def _targets(by: dict[tuple[str, str], dict[str, Any]], store: dict[str, Any]) -> list[Any]:
+def _measure_store(shape: str, backend: str, cfg: dict[str, Any]) -> dict[str, Any]:
+    """One store row in a fresh process; for PostgreSQL, the reason when no cluster can be had."""
+    if backend == "postgres":
+        reason = why_unavailable()
+        if reason is not None:
+            print(f"  store path {shape} postgres: SKIPPED: {reason}", flush=True)
+            return {"shape": shape, "design": "store", "backend": backend, "skipped": reason}
+    raw = run_json_child(
+        ["benchmarks._child", shape, "store", "--backend", backend], timeout=cfg["timeout"]
+    )
+    print(f"  store path {shape} {backend}: {raw}", flush=True)
+    return {"shape": shape, "design": "store", "backend": backend, **raw}
+
+
+def _postgres_target(store: dict[str, Any]) -> dict[str, Any]:
+    """The PostgreSQL row's target: judged on a measurement, unjudged (None) when skipped."""
+    target: dict[str, Any] = {
+        "name": "PostgreSQL: incremental read after 1,000 new ratings under half of read plus "
+        f"build at {str(store.get('shape', '')).upper()}",
+        "target": "< 50 % of read + build",
+    }
+    if store.get("reread_share") is not None:
+        share = store["reread_share"]
+        return {
+            **target,
+            "measured": f"{share:.0%} ({store['reread_seconds']:.3f} s to merge 1,000 new "
+            f"ratings, {store['build_seconds']:.2f} s build; the first full read, at start-up: "
+            f"{store['read_seconds']:.2f} s = {store['read_share']:.0%})",
+            "value": share,
+            "met": share < 0.5,
+        }
+    if store.get("skipped"):
+        return {**target, "measured": f"skipped: {store['skipped']}", "value": None, "met": None}
+    return {**target, "measured": f"failed: {store.get('error')}", "value": None, "met": False}
+
+
+def _targets(
+    by: dict[tuple[str, str], dict[str, Any]],
+    store: dict[str, Any],
+    store_postgres: dict[str, Any] | None = None,
+) -> list[Any]:
     targets: list[dict[str, Any]] = []
     fast, seed = by.get(("ml-1m", "sparse")), by.get(("ml-1m", "seed"))
     if fast and seed and fast.get("seconds") and seed.get("seconds"):
@@ -190,4 +236,6 @@ def _targets(by: dict[tuple[str, str], dict[str, Any]], store: dict[str, Any]) -
                 "met": store["reread_share"] < 0.5,
             }
         )
+    if store_postgres:
+        targets.append(_postgres_target(store_postgres))
     return targets

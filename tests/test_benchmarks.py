@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # benchmarks/ sits next to the package but is not installed
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import SECTIONS, quality, responsiveness  # noqa: E402
+from benchmarks import SECTIONS, quality, rebuild, responsiveness  # noqa: E402
 from benchmarks import workbook as wb_section  # noqa: E402
 from benchmarks.__main__ import main as bench_main  # noqa: E402
 from benchmarks._child import measure_build, measure_store_path  # noqa: E402
@@ -34,6 +34,7 @@ from benchmarks._common import (  # noqa: E402
     machine_facts,
     parse_child_result,
 )
+from benchmarks._postgres import why_unavailable  # noqa: E402
 from benchmarks._serve import FirstThenBuild  # noqa: E402
 from benchmarks._wrk import WrkMissingError, lua_script, require_wrk  # noqa: E402
 from labsupport.classroom.checks import CheckFailed  # noqa: E402
@@ -75,12 +76,70 @@ def test_measure_build_rejects_unknown_design() -> None:
         measure_build(TINY, "dense")
 
 
+STORE_KEYS = {"load_seconds", "read_seconds", "build_seconds", "reread_seconds"}
+
+
 def test_store_path_times_read_and_build_separately() -> None:
     out = measure_store_path(TINY)
+    assert out["backend"] == "sqlite"
     assert out["n_ratings"] == TINY[2]
     assert 0.0 <= out["read_share"] <= 1.0
-    assert {"load_seconds", "read_seconds", "build_seconds", "reread_seconds"} <= set(out)
+    assert set(out) >= STORE_KEYS
     assert 0.0 <= out["reread_share"] <= 1.0
+
+
+def test_store_path_on_a_throwaway_postgres() -> None:
+    reason = why_unavailable()
+    if reason is not None:
+        pytest.skip(f"no throwaway PostgreSQL: {reason}")
+    sqlite = measure_store_path(TINY)
+    out = measure_store_path(TINY, backend="postgres")
+    assert out["backend"] == "postgres"
+    assert set(out) == set(sqlite)  # the same row as SQLite's
+    assert out["n_ratings"] == TINY[2]
+    assert 0.0 <= out["read_share"] <= 1.0 and 0.0 <= out["reread_share"] <= 1.0
+
+
+def test_store_path_rejects_unknown_backend() -> None:
+    with pytest.raises(ValueError, match="backend must be one of"):
+        measure_store_path(TINY, backend="mysql")
+
+
+def test_rebuild_records_postgres_as_skipped_with_the_reason(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def no_child(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        raise AssertionError("no child may run when no cluster can be had")
+
+    monkeypatch.setattr(rebuild, "why_unavailable", lambda: "no initdb/pg_ctl found (test)")
+    monkeypatch.setattr(rebuild, "run_json_child", no_child)
+    out = rebuild.run({"shapes": [], "store_backends": ["postgres"]})
+    assert "SKIPPED: no initdb/pg_ctl found (test)" in capsys.readouterr().out
+    assert out["store_postgres"]["skipped"] == "no initdb/pg_ctl found (test)"
+    assert out["store"] == {}
+    (target,) = out["targets"]
+    assert target["name"].startswith("PostgreSQL:") and target["name"].endswith("ML-1M")
+    assert target["met"] is None  # not judged, and not a failure
+    assert target["measured"] == "skipped: no initdb/pg_ctl found (test)"
+
+
+def test_postgres_target_is_judged_on_the_incremental_share() -> None:
+    row = {
+        "shape": "ml-1m",
+        "read_seconds": 0.9,
+        "read_share": 0.75,
+        "reread_seconds": 0.02,
+        "build_seconds": 0.3,
+        "reread_share": 0.062,
+    }
+    (met,) = rebuild._targets({}, {}, row)
+    assert met["met"] is True and met["value"] == 0.062
+    assert "0.020 s" in met["measured"] and "0.30 s build" in met["measured"]
+    assert "0.90 s = 75%" in met["measured"]
+    (missed,) = rebuild._targets({}, {}, {**row, "reread_share": 0.6})
+    assert missed["met"] is False
+    (failed,) = rebuild._targets({}, {}, {"shape": "ml-1m", "error": "exit code 1: boom"})
+    assert failed["met"] is False and "boom" in failed["measured"]
 
 
 def test_ranking_metrics_by_hand() -> None:
@@ -234,6 +293,15 @@ def test_print_shows_every_committed_section(capsys: pytest.CaptureFixture[str])
     for name in SECTIONS:
         assert f"== {name}: " in out
     assert "From SQLite to a model:" in out and "recommend() in-process" in out
+
+
+def test_committed_store_rows_keep_their_keys(results: dict[str, Any]) -> None:
+    section = results["sections"]["rebuild"]
+    assert STORE_KEYS | {"read_share", "reread_share"} <= set(section["store"])  # notebook 07
+    postgres = section["store_postgres"]
+    assert postgres.get("skipped") or STORE_KEYS | {"reread_share"} <= set(postgres)
+    names = [t["name"] for t in section["targets"]]
+    assert any(name.startswith("PostgreSQL: incremental read") for name in names)
 
 
 def test_committed_rebuild_rows_cover_the_four_shapes(results: dict[str, Any]) -> None:

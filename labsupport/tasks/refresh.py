@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 
+from labsupport.store import StoreUnavailableError
 from labsupport.tasks.base import RebuildServiceProtocol
 from labsupport.tasks.states import ServiceClosedError, Task
 
@@ -130,5 +131,7 @@ class AutoRefresh:
         while not self._stop.wait(self.poll):
             try:
                 self.check()
-            except Exception:  # a store that is down: log, and look again later
+            except StoreUnavailableError as exc:  # the database server is away: it passes
+                _logger.warning("automatic refresh check skipped: %s", exc)
+            except Exception:  # anything else is a bug: log it whole, and look again later
                 _logger.exception("automatic refresh check failed")

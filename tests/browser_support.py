@@ -56,6 +56,7 @@ __all__ = [
     "start_lab",
     "swagger_operations",
     "wait_for_output",
+    "why_no_browser",
     "write_notebook",
 ]
 
@@ -64,6 +65,18 @@ if TYPE_CHECKING:
 
 CHROMIUM = Path("/usr/bin/chromium")
 """Debian's Chromium; Playwright drives it instead of downloading its own build."""
+
+
+def why_no_browser() -> str | None:
+    """Why the browser test cannot run here, in one sentence; None when it can."""
+    import importlib.util
+
+    if importlib.util.find_spec("playwright") is None:
+        return "Playwright for Python is not installed (the 'test' extra)"
+    if not CHROMIUM.exists():
+        return f"Chromium not found at {CHROMIUM} (apt-get install chromium)"
+    return None
+
 
 CHROMIUM_ARGS = (
     "--headless",

@@ -29,7 +29,6 @@ from pathlib import Path
 
 import pytest
 from browser_support import (
-    CHROMIUM,
     LabServer,
     NotebookRun,
     OfflineContext,
@@ -44,19 +43,15 @@ from browser_support import (
     start_lab,
     swagger_operations,
     wait_for_output,
+    why_no_browser,
     write_notebook,
 )
 
 from labsupport.classroom.workbook import notebook_paths
 
-sync_api = pytest.importorskip(
-    "playwright.sync_api", reason="Playwright for Python is not installed (the 'test' extra)"
-)
-if not CHROMIUM.exists():
-    pytest.skip(
-        f"Chromium not found at {CHROMIUM} (apt-get install chromium); skipping the browser test",
-        allow_module_level=True,
-    )
+if (missing := why_no_browser()) is not None:
+    pytest.skip(f"{missing}; skipping the browser test", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api")
 
 pytestmark = pytest.mark.slow
 

@@ -173,6 +173,21 @@ def test_no_server_at_the_url_is_one_sentence_without_the_password() -> None:
     assert time.monotonic() - started < 10  # it gives up; it does not hang
 
 
+def test_serve_with_no_server_at_the_url_stops_with_a_one_line_error(tmp_path: Path) -> None:
+    url = f"postgresql://movies@127.0.0.1:{free_port()}/movies"
+    done = subprocess.run(
+        serve_command(free_port(), url), capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith("error: could not connect to PostgreSQL")
+    assert "Traceback" not in done.stderr and list(tmp_path.iterdir()) == []
+
+
+def test_a_database_that_does_not_exist_is_named(postgres_server: ThrowawayPostgres) -> None:
+    with pytest.raises(StoreUnavailableError, match='database "no_such_db" does not exist'):
+        open_store(postgres_server.url_of("no_such_db"))
+
+
 def test_a_url_without_the_postgres_extra_says_how_to_install_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -191,7 +191,6 @@ class PostgresStore(Store):
     def __init__(self, url: str, *, max_size: int = 8, timeout: float = 2.0) -> None:
         self.url = url
         self._where = describe_url(url)
-        self._timeout = timeout
         self._lock = threading.Lock()  # guards the cached columns only
         self._columns: tuple[int, RatingArrays] | None = None  # (ratings_version, columns)
         self._pool: ConnectionPool[psycopg.Connection[tuple[Any, ...]]] = ConnectionPool(
@@ -216,8 +215,8 @@ class PostgresStore(Store):
         except PoolTimeout as exc:
             self._pool.close()
             msg = (
-                f"no PostgreSQL server answered at {self._where} within {timeout:g} s: "
-                "start it, or check the --db URL"
+                f"could not connect to PostgreSQL at {self._where} "
+                f"({_why_no_connection(url, timeout)}): start the server, or check the --db URL"
             )
             raise StoreUnavailableError(msg) from exc
         try:
@@ -470,6 +469,22 @@ def _fetch_columns(
             after = (int(table["user_id"][-1]), int(table["movie_id"][-1]))
     table = np.concatenate(parts) if len(parts) > 1 else parts[0]
     return RatingArrays.from_columns(table["user_id"], table["movie_id"], table["score"])
+
+
+def _why_no_connection(url: str, timeout: float) -> str:
+    """What libpq says when it connects to `url` once: refused, no such database, bad password.
+
+    The pool only reports that it timed out; this gives the student the reason.
+    libpq's messages name the host and port, never the password.
+    """
+    try:
+        psycopg.connect(url, connect_timeout=max(2, round(timeout))).close()
+    except psycopg.Error as exc:
+        # 'connection failed: connection to server at "h", port p failed: FATAL:  <reason>'
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first.rsplit("failed: ", 1)[-1].removeprefix("FATAL:")
+        return " ".join(reason.split())
+    return f"no connection within {timeout:g} s"
 
 
 def _is_outage(exc: BaseException) -> bool:

@@ -159,6 +159,25 @@ def test_extreme_ids_and_fractional_scores_round_trip(postgres_url: str) -> None
         assert pairs(store.user_ratings(big)) == {(big, -1): 4.25}
 
 
+def test_a_read_in_many_chunks_equals_the_rows(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import labsupport.store.postgres as postgres
+
+    monkeypatch.setattr(postgres, "_CHUNK_ROWS", 3)  # 11 rows: chunks of 3, 3, 3 and 2
+    low = int(np.iinfo(np.int64).min)
+    users = [low, low, 5, 5, 5, 6, 7, 7, 8, 9, 9]
+    movies = [low, 1, 3, 1, 2, 1, 9, 8, 1, 2, 1]
+    with PostgresStore(postgres_url) as store:
+        store.add_ratings(RatingArrays.from_columns(users, movies, range(11)))
+        columns = store.rating_arrays()
+    written = list(zip(users, movies, strict=True))
+    assert list(zip(columns.user_ids.tolist(), columns.movie_ids.tolist(), strict=True)) == sorted(
+        written
+    )
+    assert pairs(columns) == {pair: float(i) for i, pair in enumerate(written)}
+
+
 # ---------------------------------------------------------------- a server that is not there
 
 

@@ -123,8 +123,8 @@ _PACKED_ROW = np.dtype([("user_id", ">i8"), ("movie_id", ">i8"), ("score", ">f8"
 _CHUNK_ROWS = 2_000_000
 _CHUNK = (
     "SELECT string_agg(int8send(user_id) || int8send(movie_id) || float8send(score), ''::bytea) "
-    "FROM (SELECT user_id, movie_id, score FROM ratings WHERE ({where}) "
-    "AND (user_id, movie_id) > (%s, %s) ORDER BY user_id, movie_id LIMIT %s) AS chunk"
+    "FROM (SELECT user_id, movie_id, score FROM ratings WHERE ({where}) AND {after} "
+    "ORDER BY user_id, movie_id LIMIT %s) AS chunk"
 )
 # the SQLSTATE classes of a server out of reach: connection exceptions (08),
 # and shutdown or start-up in progress (57P01 to 57P03)
@@ -456,10 +456,12 @@ def _fetch_columns(
     each chunk is sorted here.
     """
     parts: list[npt.NDArray[np.void]] = []
-    after: tuple[int, int] = (np.iinfo(np.int64).min, np.iinfo(np.int64).min)
+    after: tuple[int, int] | None = None  # the last (user, movie) read so far
     with con.cursor(binary=True) as cur:
         while True:
-            row = cur.execute(_CHUNK.format(where=where), (*params, *after, _CHUNK_ROWS)).fetchone()
+            keyset = "TRUE" if after is None else "(user_id, movie_id) > (%s, %s)"
+            query = _CHUNK.format(where=where, after=keyset)
+            row = cur.execute(query, (*params, *(after or ()), _CHUNK_ROWS)).fetchone()
             packed = b"" if row is None or row[0] is None else row[0]
             table = np.frombuffer(packed, dtype=_PACKED_ROW)
             table = table[np.lexsort((table["movie_id"], table["user_id"]))]

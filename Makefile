@@ -18,7 +18,9 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10 or newer is needed (found " + sys.version.split()[0] + ")")'
 ifdef UV
 	@test -x $(BIN)/python || uv venv --python $(PYTHON) $(VENV)
-	uv pip install --python $(BIN)/python -c requirements/constraints.txt -e ".[$(EXTRAS)]"
+	@# --compile-bytecode: pip writes .pyc files at install time, uv only when asked, and
+	@# with PYTHONDONTWRITEBYTECODE set every process would compile each import again
+	uv pip install --quiet --compile-bytecode --python $(BIN)/python -c requirements/constraints.txt -e ".[$(EXTRAS)]"
 else
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "Installing the workbook and its pinned dependencies into $(VENV) (about a minute the first time)..."

@@ -238,3 +238,20 @@ def test_openapi_documents_error_codes(client: TestClient) -> None:
     assert {"201", "413", "422"} <= set(paths["/ratings"]["post"]["responses"])
     assert "404" in paths["/recommender/rebuild/{task_id}"]["get"]["responses"]
     assert "503" in paths["/recommender/rebuild"]["post"]["responses"]
+
+
+def test_every_route_that_reads_the_store_or_shared_state_documents_503(client: TestClient) -> None:
+    # a database server or Redis out of reach is answered 503 with Retry-After
+    paths = client.get("/openapi.json").json()["paths"]
+    for path, method in [
+        ("/movies", "get"),
+        ("/movies", "post"),
+        ("/movies/{movie_id}", "get"),
+        ("/ratings", "post"),
+        ("/recommendations/{user_id}", "get"),
+        ("/recommender", "get"),
+        ("/recommender/rebuild", "post"),
+        ("/recommender/rebuild/{task_id}", "get"),
+        ("/recommender/rebuild/{task_id}", "delete"),
+    ]:
+        assert "503" in paths[path][method]["responses"], (method, path)

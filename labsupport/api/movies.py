@@ -18,14 +18,14 @@ __all__ = ["router"]
 router = APIRouter(tags=["movies"])
 
 
-@router.post("/movies", status_code=201, responses=error_responses(400, 413, 422))
+@router.post("/movies", status_code=201, responses=error_responses(400, 413, 422, 503))
 def add_movie(movie: MovieIn, request: Request) -> MovieOut:
     """Add a movie to the catalogue."""
     added = store_of(request).add_movie(movie.title, movie.year, movie.genre)
     return MovieOut(**added.to_dict())
 
 
-@router.get("/movies", responses=error_responses(422))
+@router.get("/movies", responses=error_responses(422, 503))
 def list_movies(
     request: Request,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -36,7 +36,7 @@ def list_movies(
     return [MovieOut(**m.to_dict()) for m in movies]
 
 
-@router.get("/movies/{movie_id}", responses=error_responses(404, 422))
+@router.get("/movies/{movie_id}", responses=error_responses(404, 422, 503))
 def get_movie(movie_id: Annotated[int, Path(ge=1, le=MAX_ID)], request: Request) -> MovieOut:
     """Fetch one movie."""
     movie = store_of(request).get_movie(movie_id)

@@ -17,7 +17,7 @@ __all__ = ["router"]
 router = APIRouter(tags=["ratings"])
 
 
-@router.post("/ratings", status_code=201, responses=error_responses(400, 404, 413, 422))
+@router.post("/ratings", status_code=201, responses=error_responses(400, 404, 413, 422, 503))
 def add_rating(rating: RatingIn, request: Request) -> RatingIn:
     """Record a rating; rating the same movie again replaces the score."""
     try:

@@ -84,15 +84,17 @@ def rebuild_router(limiter: RateLimiter | None) -> APIRouter:
         "/recommender/rebuild/{task_id}",
         rebuild_status,
         methods=["GET"],
-        responses=error_responses(404, 422),
+        responses=error_responses(404, 422, 503),
     )
     router.add_api_route(
         "/recommender/rebuild/{task_id}",
         cancel_rebuild,
         methods=["DELETE"],
-        responses=error_responses(404, 409, 422),
+        responses=error_responses(404, 409, 422, 503),
     )
-    router.add_api_route("/recommender", model_info, methods=["GET"])
+    router.add_api_route(
+        "/recommender", model_info, methods=["GET"], responses=error_responses(503)
+    )
     return router
 
 

@@ -96,7 +96,9 @@ class AnswerCache:
         return self.get(model)(user_id, limit, exclude), False
 
 
-@router.get("/recommendations/{user_id}", response_model=list[int], responses=error_responses(422))
+@router.get(
+    "/recommendations/{user_id}", response_model=list[int], responses=error_responses(422, 503)
+)
 async def recommendations(
     user_id: Annotated[int, Path(ge=1, le=MAX_ID)],
     request: Request,

@@ -1,4 +1,4 @@
-"""Command line: `python -m labsupport serve` runs the movie API on its own.
+r"""Command line: `python -m labsupport serve` runs the movie API on its own.
 
 Examples:
 
@@ -12,7 +12,7 @@ Examples:
     python -m labsupport serve --redis redis://127.0.0.1:6379/0 --queue rq --port 8002
     python -m labsupport worker --redis redis://127.0.0.1:6379/0 --db labsupport.db
 
-    # the same on several machines: ratings and tasks in PostgreSQL, no shared file
+    # on several machines: movies and ratings in PostgreSQL, tasks and models in Redis
     python -m labsupport serve --db postgresql://movies@db-host:5432/movies \
         --redis redis://redis-host:6379/0 --queue rq --host 0.0.0.0
     python -m labsupport worker --db postgresql://movies@db-host:5432/movies \

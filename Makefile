@@ -36,10 +36,15 @@ lab: setup
 	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.port=$(PORT) $(ROOT_FLAG) \
 		--ServerApp.root_dir=notebooks notebooks/00_start_here.ipynb
 
+# mypy runs beside pytest (it keeps one core busy for about 20 s, while the tests
+# spend much of their time waiting on servers and kernels); its report follows
+# the tests', and either one failing fails the target.
 test: setup
 	$(BIN)/ruff check labsupport tests benchmarks notebooks
-	$(BIN)/mypy
-	$(BIN)/python -m pytest
+	@report=$$(mktemp); $(BIN)/mypy > $$report 2>&1 & types=$$!; \
+	$(BIN)/python -m pytest; tests=$$?; \
+	wait $$types; typed=$$?; echo "mypy:"; cat $$report; rm -f $$report; \
+	test $$tests -eq 0 && test $$typed -eq 0
 
 notebooks: setup
 	$(BIN)/python -m labsupport notebooks run notebooks

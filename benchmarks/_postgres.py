@@ -104,9 +104,9 @@ class ThrowawayPostgres:
             raise RuntimeError(msg)
 
     def __enter__(self) -> ThrowawayPostgres:
-        if self._bin is None:
-            msg = "no initdb/pg_ctl found (apt-get install postgresql)"
-            raise RuntimeError(msg)
+        reason = why_unavailable()  # no binaries, no user to run them as, or no psycopg
+        if reason is not None or self._bin is None:
+            raise RuntimeError(reason)
         self._dir = Path(tempfile.mkdtemp(prefix="labsupport-pg-"))
         if os.geteuid() == 0:
             shutil.chown(self._dir, user=_USER)

@@ -134,6 +134,16 @@ def wait_healthy(
     pytest.fail(f"server did not answer /health within {timeout:g} s:\n{output()}")
 
 
+def eventually(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
+    """Return the first truthy ``check()``, polling; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := check():
+            return value
+        time.sleep(0.1)
+    pytest.fail(f"not within {timeout:g} s: {what}")
+
+
 def stop_process(proc: subprocess.Popen[Any], timeout: float = 15.0) -> int:
     """SIGTERM ``proc``, SIGKILL it after ``timeout`` seconds; return its exit code."""
     if proc.poll() is None:

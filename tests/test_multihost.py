@@ -12,14 +12,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import free_port, serve_command, stop_process, wait_healthy
+from conftest import eventually, free_port, serve_command, stop_process, wait_healthy
 
 from benchmarks._postgres import ThrowawayPostgres
 
@@ -39,15 +38,6 @@ class Host:
 
     def output(self) -> str:
         return self.log.read_text()
-
-
-def eventually(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(0.1)
-    pytest.fail(f"not within {timeout:g} s: {what}")
 
 
 class ThreeHosts:
@@ -99,10 +89,10 @@ def run_the_demo_flow(api: httpx.Client, other: httpx.Client, user: int, hosts: 
         return status if status["status"] == "complete" else None
 
     # 4. ... poll it through the other one until complete ...
-    done = eventually(complete, f"task {task_id} complete\n{hosts.logs()}")
+    done = eventually(complete, f"task {task_id} complete\n{hosts.logs()}", 30)
     # 5. ... and fetch recommendations from the model the worker built, through both
     version = str(done["model_version"])
-    eventually(lambda: model_version(api) == version, "both serve the new model")
+    eventually(lambda: model_version(api) == version, "both serve the new model", 30)
     assert model_version(other) == version
     assert other.get("/recommender").json()["ratings_since_build"] == 0
 
@@ -113,7 +103,7 @@ def test_two_api_hosts_and_a_worker_sharing_only_urls_run_the_rebuild_flow(
     a, b = (httpx.Client(base_url=url, timeout=10) for url in hosts.urls)
     with a, b:
         # A found ratings and no model at start-up: the worker builds the first one
-        eventually(lambda: model_version(b) == "1", f"the first model\n{hosts.logs()}")
+        eventually(lambda: model_version(b) == "1", f"the first model\n{hosts.logs()}", 30)
         for api, other, user in ((a, b, 7001), (b, a, 7002)):  # the seed's steps, each way
             run_the_demo_flow(api, other, user, hosts)
             for http in (a, b):  # both answer from the worker's model, which saw the rating

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import free_port, serve_command, stop_process, wait_healthy
+from conftest import eventually, free_port, serve_command, stop_process, wait_healthy
 
 from labsupport.scaleout.registry import connect_redis
 
@@ -58,17 +58,6 @@ class Server(Process):
 def start_worker(log: Path, db: Path, redis_url: str) -> Process:
     command = ["worker", "--redis", redis_url, "--db", str(db), "--log-level", "info"]
     return Process(log, [sys.executable, "-m", "labsupport", *command])
-
-
-def eventually(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    """Return the first truthy `check()`, polling; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    pytest.fail(f"not within {timeout:g} s: {what}")
 
 
 def version(server: Server) -> str:

@@ -249,6 +249,10 @@ def _row(user_id: int, movie_id: int, score: float) -> dict[str, int | float]:
     }
 
 
+def _unknown_movie(movie_id: int) -> UnknownMovieError:
+    return UnknownMovieError(f"movie {movie_id} does not exist; add it first or check the id")
+
+
 def _checked_rating(user_id: int, movie_id: int, score: float) -> tuple[int, int, float]:
     value = float(score)
     if not math.isfinite(value):

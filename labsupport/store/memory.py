@@ -22,12 +22,12 @@ import numpy.typing as npt
 from labsupport._types import Movie, RatingArrays
 from labsupport.store.base import (
     Store,
-    UnknownMovieError,
     _check_page,
     _checked_columns,
     _checked_rating,
     _row,
     _task_json,
+    _unknown_movie,
 )
 
 __all__ = ["MemoryStore"]
@@ -122,8 +122,7 @@ class MemoryStore(Store):
         key = _pair_key(user, movie)
         with self._lock:
             if not 1 <= movie <= len(self._movies):
-                msg = f"movie {movie} does not exist; add it first or check the id"
-                raise UnknownMovieError(msg)
+                raise _unknown_movie(movie)
             i = self._index.get(key)
             if i is None:
                 self._reserve(1)

@@ -49,13 +49,13 @@ from labsupport.store.base import (
     MissingPostgresError,
     Store,
     StoreUnavailableError,
-    UnknownMovieError,
     _check_page,
     _checked_columns,
     _checked_rating,
     _merge_sorted,
     _row,
     _task_json,
+    _unknown_movie,
 )
 
 try:
@@ -231,15 +231,12 @@ class PostgresStore(Store):
     # -- connections ---------------------------------------------------------
 
     @contextmanager
-    def _transaction(self, *, read_only: bool = False) -> Iterator[psycopg.Connection[Any]]:
-        """One transaction on a pooled connection; an unreachable server becomes a 503."""
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection (autocommit: one statement, one transaction); an outage, a 503."""
         try:
             with self._pool.connection() as con:
                 try:
-                    with con.transaction():
-                        if read_only:  # one snapshot for every statement of the block
-                            con.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                        yield con
+                    yield con
                 except psycopg.Error as exc:
                     if con.broken or _is_outage(exc):
                         raise self._unavailable(exc) from exc
@@ -250,6 +247,14 @@ class PostgresStore(Store):
             if not _is_outage(exc):
                 raise
             raise self._unavailable(exc) from exc
+
+    @contextmanager
+    def _transaction(self, *, snapshot: bool = False) -> Iterator[psycopg.Connection[Any]]:
+        """Several statements in one transaction; `snapshot`: all read one state, read only."""
+        with self._connection() as con, con.transaction():
+            if snapshot:
+                con.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            yield con
 
     def _unavailable(self, exc: Exception) -> StoreUnavailableError:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -276,7 +281,7 @@ class PostgresStore(Store):
                 con.execute("INSERT INTO labsupport_schema VALUES (%s)", (version,))
 
     def _one(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
-        with self._transaction(read_only=True) as con:
+        with self._connection() as con:
             row = con.execute(sql, params).fetchone()
         assert row is not None
         return row[0]
@@ -302,7 +307,7 @@ class PostgresStore(Store):
         return new
 
     def get_movie(self, movie_id: int) -> Movie | None:
-        with self._transaction(read_only=True) as con:
+        with self._connection() as con:
             row = con.execute(
                 "SELECT id, title, year, genre FROM movies WHERE id = %s", (movie_id,)
             ).fetchone()
@@ -311,7 +316,7 @@ class PostgresStore(Store):
     def list_movies(self, limit: int | None = None, offset: int = 0) -> list[Movie]:
         _check_page(limit, offset)
         sql = "SELECT id, title, year, genre FROM movies ORDER BY id LIMIT %s OFFSET %s"
-        with self._transaction(read_only=True) as con:
+        with self._connection() as con:
             rows = con.execute(sql, (limit, offset)).fetchall()  # LIMIT NULL: no limit
         return [Movie(*r) for r in rows]
 
@@ -324,8 +329,7 @@ class PostgresStore(Store):
         user, movie, value = _checked_rating(user_id, movie_id, score)
         with self._transaction() as con:
             if con.execute("SELECT 1 FROM movies WHERE id = %s", (movie,)).fetchone() is None:
-                msg = f"movie {movie} does not exist; add it first or check the id"
-                raise UnknownMovieError(msg)
+                raise _unknown_movie(movie)
             seq = self._bump(con, 1)
             con.execute(
                 "INSERT INTO ratings (user_id, movie_id, score, seq) "
@@ -366,7 +370,7 @@ class PostgresStore(Store):
         return int(row[0])
 
     def list_ratings(self) -> list[dict[str, int | float]]:
-        with self._transaction(read_only=True) as con:
+        with self._connection() as con:
             rows = con.execute(f"{_COLUMNS} ORDER BY user_id, movie_id").fetchall()
         return [_row(u, m, s) for u, m, s in rows]
 
@@ -380,7 +384,7 @@ class PostgresStore(Store):
         rows are read in one snapshot, so they agree. The cached arrays are
         read-only, since every caller shares them.
         """
-        with self._transaction(read_only=True) as con:
+        with self._connection() as con:
             row = con.execute(
                 "SELECT value FROM counters WHERE name = 'ratings_version'"
             ).fetchone()
@@ -403,7 +407,7 @@ class PostgresStore(Store):
         return columns
 
     def user_ratings(self, user_id: int) -> RatingArrays:
-        with self._transaction(read_only=True) as con:
+        with self._transaction(snapshot=True) as con:  # its chunks, if many, read one state
             return _fetch_columns(con, "user_id = %s", (operator.index(user_id),))
 
     def count_ratings(self) -> int:
@@ -416,7 +420,7 @@ class PostgresStore(Store):
         return int(self._one(_VERSION))
 
     def oldest_unseen_write(self, version: int) -> float | None:
-        with self._transaction(read_only=True) as con:
+        with self._connection() as con:
             row = con.execute(
                 "SELECT written_at FROM writes WHERE version > %s ORDER BY version LIMIT 1",
                 (operator.index(version),),
@@ -435,7 +439,7 @@ class PostgresStore(Store):
             )
 
     def load_tasks(self) -> list[dict[str, Any]]:
-        with self._transaction(read_only=True) as con:
+        with self._connection() as con:
             rows = con.execute("SELECT data FROM tasks ORDER BY seq").fetchall()
         return [json.loads(data) for (data,) in rows]
 

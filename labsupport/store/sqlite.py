@@ -25,13 +25,13 @@ from labsupport._types import Movie, RatingArrays
 from labsupport.store.base import (
     _MERGE_MAX_SHARE,
     Store,
-    UnknownMovieError,
     _check_page,
     _checked_columns,
     _checked_rating,
     _merge_sorted,
     _row,
     _task_json,
+    _unknown_movie,
 )
 
 __all__ = ["SQLiteStore"]
@@ -161,8 +161,7 @@ class SQLiteStore(Store):
         user, movie, value = _checked_rating(user_id, movie_id, score)
         with self._write() as con:
             if con.execute("SELECT 1 FROM movies WHERE id = ?", (movie,)).fetchone() is None:
-                msg = f"movie {movie} does not exist; add it first or check the id"
-                raise UnknownMovieError(msg)
+                raise _unknown_movie(movie)
             con.execute(_BUMP_VERSION, (1,))
             seq = con.execute(_SELECT_VERSION).fetchone()[0]
             con.execute(_UPSERT_RATING, (user, movie, value, seq))

@@ -46,7 +46,8 @@ def pairs(columns: RatingArrays) -> dict[tuple[int, int], float]:
 # ---------------------------------------------------------------- many processes, one schema
 
 
-def test_processes_starting_at_once_migrate_the_schema_once(postgres_url: str) -> None:
+def test_stores_opening_at_once_migrate_the_schema_once(postgres_url: str) -> None:
+    # eight pools, so eight sessions contend for the advisory lock, as eight processes would
     barrier = threading.Barrier(8, timeout=10)
 
     def start(_: int) -> int:

@@ -16,10 +16,9 @@ How it is built:
   row `counters.ratings_version`, bumped inside each write's transaction, and
   each rating row keeps the value it was written at (`seq`). Updating one row
   serialises the writers' commits in counter order, so a reader that sees
-  version v also sees every row with `seq <= v`. A plain sequence would not
-  do: `nextval` is not transactional, so a write that took a lower number
-  can commit after a reader has moved past it, and that row would never be
-  read.
+  version v also sees every row with `seq <= v`. A sequence would not do:
+  `nextval` is not transactional, so a write holding a lower number can
+  commit after a reader has moved past it, and that row is never read.
 - Bulk loads use `COPY` in PostgreSQL's binary format, built by numpy;
   reads have the server pack the rows into `bytea` chunks that numpy reads
   as they are. Neither makes a Python object per rating.
@@ -98,8 +97,8 @@ _LOG_WRITE = (
     "INSERT INTO writes (version, written_at) VALUES (%s, %s) "
     "ON CONFLICT (version) DO UPDATE SET written_at = EXCLUDED.written_at"
 )
-_COLUMNS = "SELECT user_id, movie_id, score FROM ratings"
 _VERSION = "SELECT value FROM counters WHERE name = 'ratings_version'"
+_ALL_RATINGS = "SELECT user_id, movie_id, score FROM ratings ORDER BY user_id, movie_id"
 
 # writes: PostgreSQL's binary COPY format: a header, then per row a 16-bit field
 # count and, per field, a 32-bit length and the value, big-endian; then a -1
@@ -371,7 +370,7 @@ class PostgresStore(Store):
 
     def list_ratings(self) -> list[dict[str, int | float]]:
         with self._connection() as con:
-            rows = con.execute(f"{_COLUMNS} ORDER BY user_id, movie_id").fetchall()
+            rows = con.execute(_ALL_RATINGS).fetchall()
         return [_row(u, m, s) for u, m, s in rows]
 
     def rating_arrays(self) -> RatingArrays:
